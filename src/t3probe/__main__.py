@@ -1,0 +1,3 @@
+from t3probe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""Configuration models: YAML file overridden by ``T3PROBE_*`` environment variables.
+
+Pure: validation only. Reading the file lives in :mod:`t3probe.config_file`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MAX_LEGS = 5000
+MAX_SEGMENTS_PER_LEG = 16
+_LABEL_VALUE = r"^[a-z][a-z0-9_]{0,31}$"
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SystemResolverConfig(_Strict):
+    kind: Literal["system"] = "system"
+
+
+class PinnedResolverConfig(_Strict):
+    """Connect to ``address`` while Host, SNI and certificate checks stay the URL's host."""
+
+    kind: Literal["pinned"]
+    address: IPvAnyAddress
+
+
+class DohResolverConfig(_Strict):
+    """RFC 8484 DNS over HTTPS, servers tried in order, answers served stale (RFC 8767)."""
+
+    kind: Literal["doh"]
+    servers: Annotated[list[str], Field(min_length=1, max_length=8)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
+    ca_file: Path | None = None
+    max_stale_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 86400.0
+    min_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+
+    @field_validator("servers")
+    @classmethod
+    def _https_servers(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            parts = urlsplit(server)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(f"DoH server {server!r} must be an https:// URL")
+        return servers
+
+
+ResolverConfig = Annotated[
+    SystemResolverConfig | PinnedResolverConfig | DohResolverConfig,
+    Field(discriminator="kind"),
+]
+
+_SCHEMES: dict[str, tuple[str, ...]] = {"websocket": ("ws", "wss"), "http": ("http", "https")}
+
+
+class LegConfig(_Strict):
+    name: Annotated[str, Field(pattern=_LABEL_VALUE)]
+    kind: Literal["websocket", "http"]
+    url: str
+    resolver: ResolverConfig = SystemResolverConfig()
+    segments: Annotated[
+        list[Annotated[str, Field(pattern=_LABEL_VALUE)]],
+        Field(min_length=1, max_length=MAX_SEGMENTS_PER_LEG),
+    ]
+    ca_file: Path | None = None
+    expected_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None = None
+    require_header: str | None = None
+    forbid_addresses: Annotated[list[IPvAnyNetwork], Field(max_length=64)] = []
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.hostname:
+            raise ValueError(f"{url!r} is not an absolute URL with a host")
+        try:
+            _ = parts.port
+        except ValueError as err:
+            raise ValueError(f"{url!r} has an invalid port") from err
+        return url
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_segments(cls, segments: list[str]) -> list[str]:
+        if len(set(segments)) != len(segments):
+            raise ValueError("segments must not repeat")
+        return segments
+
+    @field_validator("require_header")
+    @classmethod
+    def _header_name(cls, header: str | None) -> str | None:
+        if header is not None and not _HEADER_NAME.match(header):
+            raise ValueError(f"{header!r} is not a valid HTTP header name")
+        return header
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> LegConfig:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in _SCHEMES[self.kind]:
+            allowed = " or ".join(f"{s}://" for s in _SCHEMES[self.kind])
+            raise ValueError(f"url: a {self.kind} leg needs a {allowed} URL, got {scheme}://")
+        if self.expected_status is not None and self.kind != "http":
+            raise ValueError("expected_status: only http legs have an expected status")
+        if isinstance(self.resolver, PinnedResolverConfig):
+            for network in self.forbid_addresses:
+                if self.resolver.address in network:
+                    raise ValueError(
+                        f"forbid_addresses: pinned address {self.resolver.address} lies in"
+                        f" forbidden range {network}"
+                    )
+        return self
+
+    @property
+    def host(self) -> str:
+        host = urlsplit(self.url).hostname
+        assert host is not None  # guaranteed by _absolute_url
+        return host
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        if parts.port is not None:
+            return parts.port
+        return 443 if parts.scheme in ("https", "wss") else 80
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("https", "wss")
+
+    def status_is_alive(self, status: int) -> bool:
+        if self.expected_status is None:
+            return status < 500
+        return status in self.expected_status
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into its parts."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"{listen!r} has no host")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"listen host {host!r} must be an IP address or localhost") from None
+    return host, port
+
+
+class ProbeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="T3PROBE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    listen: str = "0.0.0.0:9108"
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    watchdog_seconds: Annotated[float, Field(gt=0, le=7200)] = 20.0
+    attribution_window_seconds: Annotated[float, Field(ge=0, le=86400)] = 20.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
+    probe_stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    backoff_initial_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
+    backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    event_buffer_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_message_bytes: Annotated[int, Field(ge=128, le=1 << 20)] = 4096
+    max_http_body_bytes: Annotated[int, Field(ge=0, le=1 << 24)] = 65536
+    legs: Annotated[list[LegConfig], Field(min_length=1, max_length=MAX_LEGS)]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; the environment must override it.
+        return (env_settings, init_settings)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ProbeConfig:
+        if self.watchdog_seconds <= self.heartbeat_seconds:
+            raise ValueError(
+                f"watchdog_seconds ({self.watchdog_seconds:g}) must be greater than"
+                f" heartbeat_seconds ({self.heartbeat_seconds:g})"
+            )
+        if self.probe_stall_seconds >= self.watchdog_seconds:
+            raise ValueError("probe_stall_seconds must be less than watchdog_seconds")
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds must be at least backoff_initial_seconds")
+        names = [leg.name for leg in self.legs]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"legs: duplicate leg name(s) {', '.join(duplicates)}")
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def effective_connect_timeout(self) -> float:
+        return self.connect_timeout_seconds or self.watchdog_seconds
+
+    @property
+    def segments(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for leg in self.legs:
+            for segment in leg.segments:
+                seen.setdefault(segment)
+        return list(seen)
+
+
+def build_config(file_data: dict[str, Any]) -> ProbeConfig:
+    """Validate file data, with ``T3PROBE_*`` environment variables taking precedence."""
+    return ProbeConfig(**file_data)

@@ -1,0 +1,55 @@
+"""Drop and recovery events, and the bounded ring buffer that serves ``/events``."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from t3probe.reasons import Reason
+
+EventKind = Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class LegEvent:
+    leg: str
+    kind: EventKind
+    reason: Reason | None
+    at: float
+    age_seconds: float | None = None
+    last_rtt_seconds: float | None = None
+    detail: str = ""
+    close_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "leg": self.leg,
+            "kind": self.kind,
+            "reason": None if self.reason is None else str(self.reason),
+            "at": round(self.at, 3),
+            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "last_rtt_seconds": (
+                None if self.last_rtt_seconds is None else round(self.last_rtt_seconds, 6)
+            ),
+            "detail": self.detail,
+            "close_code": self.close_code,
+        }
+
+
+class EventLog:
+    """Newest-last ring buffer: memory stays bounded however often legs flap."""
+
+    def __init__(self, capacity: int) -> None:
+        self._events: collections.deque[LegEvent] = collections.deque(maxlen=capacity)
+
+    def append(self, event: LegEvent) -> None:
+        self._events.append(event)
+
+    def since(self, since: float | None = None) -> list[LegEvent]:
+        if since is None:
+            return list(self._events)
+        return [event for event in self._events if event.at > since]
+
+    def __len__(self) -> int:
+        return len(self._events)

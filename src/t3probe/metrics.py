@@ -1,0 +1,124 @@
+"""The metric contract, registered on a registry that is passed in (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from t3probe import __version__
+from t3probe.config import ProbeConfig
+from t3probe.reasons import Reason
+
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 7 * 86400.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONNECT_PHASES = ("dns", "connect", "handshake")
+VERDICTS = ("infra_clean", "suspect", "probe_unhealthy", "unknown")
+# Resolver failure kinds: a closed set, like drop reasons, so labels stay bounded.
+DNS_FAILURE_REASONS = (
+    "timeout",
+    "servfail",
+    "nxdomain",
+    "empty",
+    "malformed",
+    "http_error",
+    "tls_error",
+    "connect_error",
+    "forbidden_address",
+)
+
+
+class ProbeMetrics:
+    def __init__(self, registry: CollectorRegistry, config: ProbeConfig) -> None:
+        self.registry = registry
+        self.connected = Gauge(
+            "t3probe_connected", "1 while the leg is up", ["leg"], registry=registry
+        )
+        self.disconnects = Counter(
+            "t3probe_disconnects",
+            "Leg deaths (and changes of failure mode while down), by reason",
+            ["leg", "reason"],
+            registry=registry,
+        )
+        self.rtt = Histogram(
+            "t3probe_rtt_seconds",
+            "Heartbeat round trip: WebSocket echo or HTTP GET",
+            ["leg"],
+            buckets=RTT_BUCKETS,
+            registry=registry,
+        )
+        self.connection_age = Histogram(
+            "t3probe_connection_age_seconds",
+            "Age of a WebSocket connection when it died",
+            ["leg"],
+            buckets=AGE_BUCKETS,
+            registry=registry,
+        )
+        self.last_disconnect = Gauge(
+            "t3probe_last_disconnect_timestamp_seconds",
+            "Unix time of the leg's last death",
+            ["leg"],
+            registry=registry,
+        )
+        self.connect_duration = Histogram(
+            "t3probe_connect_duration_seconds",
+            "Duration of each connection phase: dns, connect (TCP+TLS), handshake",
+            ["leg", "phase"],
+            buckets=RTT_BUCKETS,
+            registry=registry,
+        )
+        self.dns_failures = Counter(
+            "t3probe_dns_failures",
+            "Resolver failures, also those hidden by serving a stale answer",
+            ["leg", "reason"],
+            registry=registry,
+        )
+        self.segment_suspected = Gauge(
+            "t3probe_segment_suspected",
+            "1 while attribution convicts the segment",
+            ["segment"],
+            registry=registry,
+        )
+        self.verdict = Gauge(
+            "t3probe_verdict",
+            "1 for the current attribution verdict",
+            ["verdict"],
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "t3probe_event_loop_lag_seconds",
+            "The probe's own event-loop scheduling delay",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.leg_info = Gauge(
+            "t3probe_leg_info",
+            "Static description of each leg",
+            ["leg", "kind", "resolver"],
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "t3probe_build_info", "Build information", ["version"], registry=registry
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self._preinitialise(config)
+
+    def _preinitialise(self, config: ProbeConfig) -> None:
+        # Absent series read as "no data"; operators' rate() and alerts need explicit zeros.
+        for leg in config.legs:
+            self.connected.labels(leg=leg.name).set(0)
+            self.last_disconnect.labels(leg=leg.name).set(0)
+            self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
+            for reason in Reason:
+                self.disconnects.labels(leg=leg.name, reason=reason.value)
+            if leg.kind == "websocket":
+                self.connection_age.labels(leg=leg.name)
+            self.rtt.labels(leg=leg.name)
+            for phase in CONNECT_PHASES:
+                self.connect_duration.labels(leg=leg.name, phase=phase)
+            if leg.resolver.kind == "doh":
+                for dns_reason in DNS_FAILURE_REASONS:
+                    self.dns_failures.labels(leg=leg.name, reason=dns_reason)
+        for segment in config.segments:
+            self.segment_suspected.labels(segment=segment).set(0)
+        for verdict in VERDICTS:
+            self.verdict.labels(verdict=verdict).set(1 if verdict == "unknown" else 0)

@@ -1,0 +1,173 @@
+"""The one place that turns what legs report into metrics, events and the verdict."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from t3probe.attribution import LegObservation, LegState, Verdict, attribute
+from t3probe.clock import Clock
+from t3probe.config import ProbeConfig
+from t3probe.events import EventLog, LegEvent
+from t3probe.metrics import DNS_FAILURE_REASONS, ProbeMetrics
+from t3probe.reasons import Classified, Reason
+
+RECENT_DROPS_PER_LEG = 64
+
+
+@dataclass
+class _LegRecord:
+    segments: tuple[str, ...]
+    state: LegState = "unknown"
+    reason: Reason | None = None
+    since: float = 0.0
+    last_rtt: float | None = None
+    recent_drops: collections.deque[tuple[float, Reason]] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
+    )
+
+
+class Recorder:
+    def __init__(
+        self,
+        config: ProbeConfig,
+        metrics: ProbeMetrics,
+        clock: Clock,
+        emit_line: Callable[[str], None],
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._emit_line = emit_line
+        self.events = EventLog(config.event_buffer_size)
+        self._legs = {
+            leg.name: _LegRecord(tuple(leg.segments), since=clock.wall()) for leg in config.legs
+        }
+        self._verdict = Verdict("unknown")
+        self._listeners: list[Callable[[LegEvent], None]] = []
+
+    def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        self._emit_line(json.dumps(payload, separators=(",", ":")))
+
+    def _publish(self, event: LegEvent) -> None:
+        self.events.append(event)
+        self._emit(event.to_json())
+        for listener in self._listeners:
+            listener(event)
+        self.refresh_verdict()
+
+    def leg_up(self, leg: str, detail: str = "") -> None:
+        record = self._legs[leg]
+        self._metrics.connected.labels(leg=leg).set(1)
+        if record.state == "up":
+            return
+        now = self._clock.wall()
+        record.state, record.reason, record.since = "up", None, now
+        self._publish(
+            LegEvent(leg, "up", None, now, last_rtt_seconds=record.last_rtt, detail=detail)
+        )
+
+    def leg_down(self, leg: str, failure: Classified, age_seconds: float | None) -> None:
+        record = self._legs[leg]
+        self._metrics.connected.labels(leg=leg).set(0)
+        if record.state == "down" and record.reason == failure.reason:
+            return
+        now = self._clock.wall()
+        was_up = record.state == "up"
+        record.state, record.reason, record.since = "down", failure.reason, now
+        record.recent_drops.append((now, failure.reason))
+        self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
+        self._metrics.last_disconnect.labels(leg=leg).set(now)
+        if was_up and age_seconds is not None:
+            self._metrics.connection_age.labels(leg=leg).observe(age_seconds)
+        self._publish(
+            LegEvent(
+                leg,
+                "down",
+                failure.reason,
+                now,
+                age_seconds=age_seconds if was_up else None,
+                last_rtt_seconds=record.last_rtt,
+                detail=failure.detail,
+                close_code=failure.close_code,
+            )
+        )
+
+    def observe_rtt(self, leg: str, seconds: float) -> None:
+        self._legs[leg].last_rtt = seconds
+        self._metrics.rtt.labels(leg=leg).observe(seconds)
+
+    def observe_connect_phase(self, leg: str, phase: str, seconds: float) -> None:
+        self._metrics.connect_duration.labels(leg=leg, phase=phase).observe(seconds)
+
+    def dns_failure(self, leg: str, reason: str) -> None:
+        if reason not in DNS_FAILURE_REASONS:
+            reason = "malformed"
+        self._metrics.dns_failures.labels(leg=leg, reason=reason).inc()
+
+    def observations(self) -> list[LegObservation]:
+        return [
+            LegObservation(
+                name,
+                record.segments,
+                record.state,
+                record.reason,
+                tuple(record.recent_drops),
+            )
+            for name, record in self._legs.items()
+        ]
+
+    def refresh_verdict(self) -> Verdict:
+        now = self._clock.wall()
+        verdict = attribute(self.observations(), now, self._config.attribution_window_seconds)
+        previous = self._verdict
+        self._verdict = verdict
+        suspects = set(verdict.suspects)
+        for segment in self._config.segments:
+            self._metrics.segment_suspected.labels(segment=segment).set(
+                1 if segment in suspects else 0
+            )
+        for name in ("infra_clean", "suspect", "probe_unhealthy", "unknown"):
+            self._metrics.verdict.labels(verdict=name).set(1 if name == verdict.verdict else 0)
+        if (verdict.verdict, verdict.suspects) != (previous.verdict, previous.suspects):
+            self._emit(
+                {
+                    "kind": "verdict",
+                    "at": round(now, 3),
+                    "verdict": verdict.verdict,
+                    "suspects": list(verdict.suspects),
+                    "previous": previous.verdict,
+                }
+            )
+        return verdict
+
+    @property
+    def verdict(self) -> Verdict:
+        return self._verdict
+
+    def verdict_json(self) -> dict[str, Any]:
+        verdict = self._verdict
+        return {
+            "verdict": verdict.verdict,
+            "suspects": list(verdict.suspects),
+            "unobserved": list(verdict.unobserved),
+            "unexplained": list(verdict.unexplained),
+            "at": round(self._clock.wall(), 3),
+            "legs": {
+                name: {
+                    "up": record.state == "up",
+                    "state": record.state,
+                    "status": str(verdict.leg_status.get(name, "unknown")),
+                    "reason": None if record.reason is None else str(record.reason),
+                    "since": round(record.since, 3),
+                    "last_rtt_seconds": record.last_rtt,
+                }
+                for name, record in self._legs.items()
+            },
+        }

@@ -1,0 +1,1 @@
+"""Resolvers: how a leg turns its URL's host into the addresses it connects to."""
