@@ -97,7 +97,7 @@ def _cover(
 
 
 def attribute(legs: Sequence[LegObservation], now: float, window: float) -> Verdict:
-    order = [segment for leg in legs for segment in leg.segments]
+    order = list(dict.fromkeys(segment for leg in legs for segment in leg.segments))
     statuses = {leg.name: leg_status(leg, now, window) for leg in legs}
     by_status = {
         status: [leg for leg in legs if statuses[leg.name] is status] for status in LegStatus

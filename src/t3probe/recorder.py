@@ -46,6 +46,7 @@ class Recorder:
         self._legs = {
             leg.name: _LegRecord(tuple(leg.segments), since=clock.wall()) for leg in config.legs
         }
+        self._websocket_legs = {leg.name for leg in config.legs if leg.kind == "websocket"}
         self._verdict = Verdict("unknown")
         self._listeners: list[Callable[[LegEvent], None]] = []
 
@@ -84,7 +85,7 @@ class Recorder:
         record.recent_drops.append((now, failure.reason))
         self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
         self._metrics.last_disconnect.labels(leg=leg).set(now)
-        if was_up and age_seconds is not None:
+        if was_up and age_seconds is not None and leg in self._websocket_legs:
             self._metrics.connection_age.labels(leg=leg).observe(age_seconds)
         self._publish(
             LegEvent(

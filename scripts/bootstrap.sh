@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up everything the two README commands need, on a fresh Debian with Python 3.11+.
+# Python packages come from uv.lock; Debian packages only when asked and when root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+UV_VERSION="0.13.9"
+WANT_SYSTEM_PACKAGES="${1:-}"
+
+as_root() { [ "$(id -u)" = "0" ]; }
+
+apt_install() {
+    if as_root; then
+        if [ ! -e /var/lib/apt/lists/lock ] || [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]; then
+            apt-get update -qq
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+    else
+        echo "bootstrap: not root, cannot install Debian packages: $* (install them with sudo apt-get install $*)" >&2
+    fi
+}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "bootstrap: $PYTHON is older than 3.11; set PYTHON=python3.11 (or newer)" >&2
+    exit 1
+fi
+# Debian splits venv (and so ensurepip) out of python3.
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_install python3-venv
+fi
+if [ ! -x .tools/bin/uv ] || ! .tools/bin/uv --version | grep -q "$UV_VERSION"; then
+    "$PYTHON" -m venv .tools
+    .tools/bin/python -m pip install -q "uv==$UV_VERSION"
+fi
+export UV_PYTHON_DOWNLOADS=never
+.tools/bin/uv sync --locked --quiet --python "$PYTHON"
+
+if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
+    missing=()
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+fi

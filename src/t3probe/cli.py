@@ -1,0 +1,151 @@
+"""Command line: ``t3probe run | check-config | echo | lab | attribute``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from t3probe import __version__, netguard
+
+EXIT_OK = 0
+EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+DESCRIPTION = """\
+t3probe holds permanent probe legs to one backend over routes that differ in one
+segment, exports per-leg Prometheus metrics and names the segment at fault.
+
+Start with `t3probe lab` to watch it work on loopback, then write a config
+(examples/reference.yaml is the production shape) and `t3probe run --config FILE`.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="t3probe",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"t3probe {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("T3PROBE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="diagnostics on stderr (events go to stdout as JSON lines); default INFO",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the probe daemon",
+        description="Run the probe. Config from FILE, overridden by T3PROBE_* environment"
+        " variables (nested keys with __, e.g. T3PROBE_HEARTBEAT_SECONDS=5)."
+        " Exits 2 on a bad config before binding any port; SIGTERM/SIGINT close every"
+        " WebSocket with 1001 and exit 0.",
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and print the effective config",
+        description="Validate FILE (with T3PROBE_* overrides applied) and print the"
+        " effective config as YAML. Exits 2 naming the offending field on error.",
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+
+    echo = commands.add_parser(
+        "echo",
+        help="serve the reference /probe/ws echo and /probe/healthz",
+        description="The dispatch-side contract: /probe/ws echoes text frames, hardened"
+        " against abuse (text only, small frames, rate and connection caps, idle timeout).",
+    )
+    echo.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT")
+
+    lab = commands.add_parser(
+        "lab",
+        help="run the whole topology on loopback with the probe against it",
+        description="The embedded default: echo dispatch, LB and CDN edge as fault proxies,"
+        " a DoH server and a backend, all on loopback, probed with compressed timings."
+        " Without --scenario it runs until interrupted, with a live view and a control"
+        " endpoint for injecting faults by hand.",
+    )
+    lab.add_argument("--scenario", metavar="NAME|all", help="run scripted faults and exit")
+    lab.add_argument(
+        "--listen", default="127.0.0.1:9108", metavar="HOST:PORT", help="probe's HTTP surface"
+    )
+    lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
+
+    attribute = commands.add_parser(
+        "attribute",
+        help="answer a user's report: was the drop at TIME infra or their network?",
+        description="Per-leg evidence around TIME and the verdict, from Prometheus or a"
+        " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
+        " 1: the source could not be queried.",
+    )
+    attribute.add_argument("--at", required=True, metavar="TIME")
+    attribute.add_argument("--window", type=float, metavar="SECONDS")
+    attribute.add_argument("--tz", default="UTC", metavar="ZONE")
+    source = attribute.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL")
+    source.add_argument("--events", metavar="URL")
+    attribute.add_argument("--json", action="store_true")
+    return parser
+
+
+def _run(config_path: Path | None) -> int:
+    from t3probe.config_file import ConfigError, load_config
+    from t3probe.daemon import ListenError, Probe, run_until_signalled
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(f"t3probe: invalid config: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        return asyncio.run(run_until_signalled(Probe(config)))
+    except ListenError as err:
+        print(f"t3probe: {err}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+
+
+def _check_config(path: Path) -> int:
+    from t3probe.config_file import ConfigError, dump_config, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"t3probe: invalid config: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    sys.stdout.write(dump_config(config))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if os.environ.get("T3PROBE_LOOPBACK_ONLY") == "1":
+        netguard.install()
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "echo":
+        from t3probe.echo_cli import run_echo
+
+        return run_echo(args.listen)
+    if args.command == "lab":
+        from t3probe.lab.cli import run_lab
+
+        return run_lab(scenario=args.scenario, listen=args.listen, list_only=args.list)
+    from t3probe.attribute.cli import run_attribute
+
+    return run_attribute(args)

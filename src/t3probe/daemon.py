@@ -1,0 +1,146 @@
+"""Wires config, legs, recorder and HTTP server into one running probe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from t3probe.clock import Clock, SystemClock
+from t3probe.config import LegConfig, ProbeConfig
+from t3probe.legs.base import Leg, LegContext
+from t3probe.legs.http import HttpLeg
+from t3probe.legs.websocket import WebSocketLeg
+from t3probe.looplag import LoopLagMonitor
+from t3probe.metrics import ProbeMetrics
+from t3probe.recorder import Recorder
+from t3probe.resolvers.factory import build_resolver
+from t3probe.server import LIVENESS_TOLERANCE_SECONDS, exposition_of, make_app
+from t3probe.supervisor import supervise
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_BUDGET_SECONDS = 4.0
+VERDICT_REFRESH_SECONDS = 0.5
+
+
+class ListenError(Exception):
+    """The HTTP surface could not bind its address."""
+
+
+def stdout_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Probe:
+    def __init__(
+        self,
+        config: ProbeConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        emit_line: Callable[[str], None] = stdout_line,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.clock = clock if clock is not None else SystemClock()
+        self.metrics = ProbeMetrics(self.registry, config)
+        self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
+        self.lag = LoopLagMonitor(self.clock, self.metrics)
+        self._rng = rng if rng is not None else random.Random()
+        self._legs: list[tuple[Leg, LegContext]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._ready = False
+        self.port = 0
+
+    def _make_leg(self, leg_config: LegConfig) -> tuple[Leg, LegContext]:
+        name = leg_config.name
+
+        def on_dns_failure(reason: str) -> None:
+            self.recorder.dns_failure(name, reason)
+
+        resolver = build_resolver(self.config, leg_config, on_dns_failure, self.clock)
+        ctx = LegContext(self.config, leg_config, self.recorder, self.clock, self.lag, resolver)
+        leg: Leg = WebSocketLeg(ctx) if leg_config.kind == "websocket" else HttpLeg(ctx)
+        return leg, ctx
+
+    async def start(self) -> None:
+        app = make_app(
+            self.recorder,
+            exposition_of(self.registry),
+            lambda: self.lag.alive(LIVENESS_TOLERANCE_SECONDS),
+            lambda: self._ready,
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.config.listen_address
+        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except OSError as err:
+            await self._runner.cleanup()
+            raise ListenError(f"cannot listen on {self.config.listen}: {err.strerror}") from err
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._spawn(self.lag.run(), "loop-lag")
+        self._spawn(self._refresh_verdict(), "verdict")
+        for leg_config in self.config.legs:
+            leg, ctx = self._make_leg(leg_config)
+            self._legs.append((leg, ctx))
+            self._spawn(supervise(leg, ctx, self._rng), f"leg-{leg_config.name}")
+        self._ready = True
+        log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _refresh_verdict(self) -> None:
+        # The window sliding forward changes the verdict without any new event.
+        while True:
+            await asyncio.sleep(VERDICT_REFRESH_SECONDS)
+            try:
+                self.recorder.refresh_verdict()
+            except Exception:  # noqa: BLE001 - the verdict must never take the probe down
+                log.exception("refreshing the verdict failed")
+
+    async def stop(self) -> None:
+        self._ready = False
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET_SECONDS)
+        for leg, ctx in self._legs:
+            with contextlib.suppress(Exception):
+                await leg.close()
+            with contextlib.suppress(Exception):
+                await ctx.resolver.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._tasks.clear()
+        self._legs.clear()
+
+
+async def run_until_signalled(probe: Probe) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await probe.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("t3probe shutting down")
+        await probe.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""The embedded lab: the whole probe topology on loopback, with fault injection."""

@@ -1,0 +1,1 @@
+"""Leg kinds: one module each, all driven by :mod:`t3probe.supervisor`."""

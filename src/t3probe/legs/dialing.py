@@ -1,0 +1,154 @@
+"""Connections that go where the leg's resolver says, with every phase timed.
+
+aiohttp keeps Host, SNI and certificate checks on the URL's host whatever address the
+resolver returns, which is exactly what a pinned or DoH-resolved leg needs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from t3probe.legs.base import LegContext, SessionProgress
+from t3probe.reasons import ProbeFailure, Reason
+
+
+def check_route(ctx: LegContext, addresses: Sequence[str]) -> tuple[str, ...]:
+    """Drop forbidden addresses; if none is left the leg would measure the wrong path."""
+    forbidden = ctx.leg.forbid_addresses
+    if not forbidden:
+        return tuple(addresses)
+    allowed = tuple(
+        address
+        for address in addresses
+        if not any(ipaddress.ip_address(address) in network for network in forbidden)
+    )
+    if not allowed:
+        ctx.recorder.dns_failure(ctx.leg.name, "forbidden_address")
+        raise ProbeFailure(
+            Reason.ROUTE_MISMATCH,
+            f"{ctx.leg.host} resolved to {', '.join(addresses)[:200]}, inside forbid_addresses",
+        )
+    return allowed
+
+
+class _LegResolver(AbstractResolver):
+    """Bridges aiohttp's connector to the leg's resolver, timing the dns phase."""
+
+    def __init__(self, ctx: LegContext, progress: SessionProgress) -> None:
+        self._ctx = ctx
+        self._progress = progress
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self._progress.phase = "dns"
+        started = time.perf_counter()
+        resolution = await self._ctx.resolver.resolve(host)
+        self._ctx.recorder.observe_connect_phase(
+            self._ctx.leg.name, "dns", time.perf_counter() - started
+        )
+        if resolution.stale:
+            self._progress.extra["dns"] = "stale"
+        addresses = check_route(self._ctx, resolution.addresses)
+        self._progress.phase = "connect"
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _phase_tracer(ctx: LegContext, progress: SessionProgress) -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    leg = ctx.leg.name
+
+    async def on_create_start(
+        session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, params: Any
+    ) -> None:
+        progress.phase = "connect"
+        trace_ctx.connect_started = time.perf_counter()
+
+    async def on_create_end(
+        session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, params: Any
+    ) -> None:
+        progress.phase = "handshake"
+        progress.handshake_started = time.perf_counter()
+        elapsed = progress.handshake_started - trace_ctx.connect_started
+        ctx.recorder.observe_connect_phase(leg, "connect", elapsed)
+
+    async def on_request_end(
+        session: aiohttp.ClientSession,
+        trace_ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        required = ctx.leg.require_header
+        # Raising inside a trace hook would leak the response; the leg checks this flag.
+        if required is not None and required not in params.response.headers:
+            progress.extra["proof_missing"] = required
+
+    trace.on_connection_create_start.append(on_create_start)
+    trace.on_connection_create_end.append(on_create_end)
+    trace.on_request_end.append(on_request_end)
+    return trace
+
+
+def open_session(
+    ctx: LegContext,
+    progress: SessionProgress,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    keepalive: bool,
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        resolver=_LegResolver(ctx, progress),
+        use_dns_cache=False,
+        ssl=ssl_context if ssl_context is not None else True,
+        limit=1,
+        force_close=not keepalive,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[_phase_tracer(ctx, progress)],
+        auto_decompress=False,
+        # Header sizes bounded: a hostile peer cannot make the probe buffer megabytes.
+        max_line_size=8190,
+        max_field_size=8190,
+    )
+
+
+def check_peer(ctx: LegContext, peername: Any) -> None:
+    """Belt and braces: the socket's real peer must not be in a forbidden range either."""
+    if not ctx.leg.forbid_addresses or not isinstance(peername, tuple):
+        return
+    address = ipaddress.ip_address(str(peername[0]).split("%")[0])
+    for network in ctx.leg.forbid_addresses:
+        if address in network:
+            raise ProbeFailure(Reason.ROUTE_MISMATCH, f"connected to {address}, inside {network}")
+
+
+def check_proof(progress: SessionProgress) -> None:
+    missing = progress.extra.get("proof_missing")
+    if missing is not None:
+        raise ProbeFailure(
+            Reason.ROUTE_MISMATCH,
+            f"response lacks the proof header {missing!r}: the expected route was not crossed",
+        )

@@ -1,0 +1,185 @@
+"""The persistent WebSocket leg: always reading, heartbeating, and watching the clock.
+
+A reader task always awaits the socket, so a RST, a close frame or EOF surfaces the
+moment it arrives rather than at the next heartbeat. The watchdog mirrors the real
+client: no echo for ``watchdog_seconds`` means a real user would have reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+
+from t3probe.legs.base import LegContext, SessionProgress, stall_or_timeout, tls_context
+from t3probe.legs.dialing import check_peer, check_proof, open_session
+from t3probe.reasons import ProbeFailure, Reason, classify
+
+PAYLOAD_PREFIX = "t3probe "
+CLOSE_TIMEOUT_SECONDS = 2.0
+GOING_AWAY = 1001
+
+
+class WebSocketLeg:
+    def __init__(self, ctx: LegContext) -> None:
+        self._ctx = ctx
+        self._ssl = tls_context(ctx.leg)
+        self.progress = SessionProgress()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._sequence = 0
+        # Only heartbeats still awaiting their echo; bounded by watchdog/heartbeat + 1.
+        self._outstanding: dict[int, float] = {}
+        self._last_answer = 0.0
+
+    async def run_session(self) -> None:
+        self.progress = SessionProgress()
+        self._outstanding.clear()
+        session = open_session(self._ctx, self.progress, self._ssl, keepalive=False)
+        try:
+            ws = await self._connect(session)
+            self._ws = ws
+            await self._probe(ws)
+        except asyncio.CancelledError:
+            if self._ws is not None:
+                # Shutdown: tell the peer we are going away, so it is not counted a drop.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                        await self._ws.close(code=GOING_AWAY, message=b"probe shutting down")
+            raise
+        finally:
+            if self._ws is not None and not self._ws.closed:
+                # A dead path would make a graceful close wait out its timeout and delay
+                # the drop report; aiohttp has no public abort, so close the response.
+                self._ws._response.close()
+            self._ws = None
+            await session.close()
+
+    async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        ctx = self._ctx
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(ctx.probe.effective_connect_timeout):
+                ws = await session.ws_connect(
+                    ctx.leg.url,
+                    autoping=True,
+                    heartbeat=None,
+                    max_msg_size=ctx.probe.max_message_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_SECONDS),
+                )
+        except TimeoutError as err:
+            raise ProbeFailure(
+                Reason.CONNECT_TIMEOUT,
+                f"no WebSocket after {ctx.probe.effective_connect_timeout:g}s"
+                f" (stuck in phase {self.progress.phase})",
+            ) from err
+        handshake_started = self.progress.handshake_started or started
+        ctx.recorder.observe_connect_phase(
+            ctx.leg.name, "handshake", time.perf_counter() - handshake_started
+        )
+        check_proof(self.progress)
+        check_peer(ctx, ws.get_extra_info("peername"))
+        return ws
+
+    async def _probe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        ctx = self._ctx
+        self.progress.phase = "session"
+        now = ctx.clock.monotonic()
+        self.progress.connected_at = now
+        self._last_answer = now
+        ctx.recorder.leg_up(ctx.leg.name, self._up_detail())
+        await first_failure(self._read(ws), self._heartbeat(ws), self._watchdog())
+
+    def _up_detail(self) -> str:
+        return "dns answer served stale" if self.progress.extra.get("dns") == "stale" else ""
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            message = await ws.receive()
+            if message.type is aiohttp.WSMsgType.TEXT:
+                self._on_text(message.data)
+            elif message.type is aiohttp.WSMsgType.BINARY:
+                continue  # not an echo of ours; the watchdog judges the silence
+            elif message.type is aiohttp.WSMsgType.CLOSE:
+                code = ws.close_code if ws.close_code is not None else message.data
+                raise ProbeFailure(
+                    Reason.CLOSED_BY_PEER,
+                    f"close frame {code} {str(message.extra or '')[:120]}".strip(),
+                    close_code=int(code) if isinstance(code, int) else None,
+                )
+            elif message.type is aiohttp.WSMsgType.ERROR:
+                raise _receive_error(ws)
+            else:  # CLOSING / CLOSED without a close frame from the peer: EOF
+                raise ProbeFailure(Reason.RESET, "connection ended without a close frame")
+
+    def _on_text(self, text: str) -> None:
+        if not text.startswith(PAYLOAD_PREFIX):
+            return
+        try:
+            sequence = int(text[len(PAYLOAD_PREFIX) : len(PAYLOAD_PREFIX) + 20])
+        except ValueError:
+            return
+        sent = self._outstanding.pop(sequence, None)
+        if sent is None:
+            return
+        now = self._ctx.clock.monotonic()
+        self._last_answer = now
+        # Older heartbeats overtaken by this echo will never be answered meaningfully.
+        for stale in [seq for seq in self._outstanding if seq < sequence]:
+            del self._outstanding[stale]
+        self._ctx.recorder.observe_rtt(self._ctx.leg.name, now - sent)
+
+    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        interval = self._ctx.probe.heartbeat_seconds
+        limit = int(self._ctx.probe.watchdog_seconds / interval) + 2
+        while True:
+            self._sequence += 1
+            self._outstanding[self._sequence] = self._ctx.clock.monotonic()
+            while len(self._outstanding) > limit:
+                del self._outstanding[min(self._outstanding)]
+            await ws.send_str(f"{PAYLOAD_PREFIX}{self._sequence}")
+            await asyncio.sleep(interval)
+
+    async def _watchdog(self) -> None:
+        ctx = self._ctx
+        watchdog = ctx.probe.watchdog_seconds
+        while True:
+            deadline = self._last_answer + watchdog
+            remaining = deadline - ctx.clock.monotonic()
+            if remaining <= 0:
+                raise stall_or_timeout(ctx, f"no echo for {watchdog:g}s")
+            # Sleeping until the deadline, then re-checking: an echo may have moved it.
+            await asyncio.sleep(min(remaining, watchdog / 4) + 0.001)
+
+
+async def first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run jobs until one fails, then cancel the rest and raise that failure unwrapped.
+
+    Unlike a TaskGroup this keeps the original exception, so its reason survives.
+    """
+    tasks = [asyncio.create_task(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+    raise ProbeFailure(Reason.INTERNAL_ERROR, "a leg task ended without failing")
+
+
+def _receive_error(ws: aiohttp.ClientWebSocketResponse) -> ProbeFailure:
+    exc = ws.exception()
+    if exc is None:
+        return ProbeFailure(Reason.IO_ERROR, "WebSocket error without an exception")
+    failure = classify(exc, "session")
+    if failure.reason is Reason.INTERNAL_ERROR:
+        # Protocol violations by the peer (oversize or malformed frames) are I/O, not bugs.
+        return ProbeFailure(Reason.IO_ERROR, failure.detail)
+    return ProbeFailure(failure.reason, failure.detail)

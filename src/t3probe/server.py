@@ -1,0 +1,65 @@
+"""The probe's HTTP surface: metrics, health, readiness, events and the verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from t3probe.recorder import Recorder
+
+LIVENESS_TOLERANCE_SECONDS = 5.0
+
+
+def make_app(
+    recorder: Recorder,
+    registry_exposition: Callable[[], bytes],
+    loop_alive: Callable[[], bool],
+    ready: Callable[[], bool],
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        body = registry_exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        # Liveness is about the probe's own loop only: legs being down is the probe
+        # doing its job, and restarting it for that would blind the operator.
+        if loop_alive():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="event loop lagging\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="starting\n")
+
+    async def events(request: web.Request) -> web.Response:
+        since_text = request.query.get("since")
+        since: float | None = None
+        if since_text is not None:
+            try:
+                since = float(since_text)
+            except ValueError:
+                return web.json_response(
+                    {"error": f"since={since_text!r} is not a unix timestamp"}, status=400
+                )
+        return web.json_response({"events": [e.to_json() for e in recorder.events.since(since)]})
+
+    async def verdict(request: web.Request) -> web.Response:
+        return web.json_response(recorder.verdict_json())
+
+    app = web.Application(client_max_size=1024)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/events", events)
+    app.router.add_get("/verdict", verdict)
+    return app
+
+
+def exposition_of(registry: object) -> Callable[[], bytes]:
+    def render() -> bytes:
+        return generate_latest(registry)  # type: ignore[arg-type]
+
+    return render

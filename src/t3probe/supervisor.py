@@ -1,0 +1,59 @@
+"""Runs one leg forever: reconnects with capped, jittered backoff and keeps it isolated.
+
+Nothing a leg raises escapes this loop: a bug becomes ``internal_error`` (logged with
+its traceback) and the leg restarts, while other legs and the HTTP server carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from t3probe.legs.base import Leg, LegContext
+from t3probe.reasons import Classified, Reason, classify
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential backoff, capped, with full jitter in [delay/2, delay]."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._rng = rng
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        # Bounded exponent: the delay is capped long before 2**attempt overflows.
+        ceiling = min(self._maximum, self._initial * 2 ** min(self._attempt, 30))
+        self._attempt += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+
+async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
+    backoff = Backoff(ctx.probe.backoff_initial_seconds, ctx.probe.backoff_max_seconds, rng)
+    name = ctx.leg.name
+    while True:
+        try:
+            await leg.run_session()
+            failure = Classified(Reason.INTERNAL_ERROR, "leg session returned without failing")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolation is this loop's whole job
+            failure = classify(exc, leg.progress.phase)
+            if failure.reason is Reason.INTERNAL_ERROR:
+                log.exception("leg %s: internal error; restarting the leg", name)
+        age = leg.progress.age(ctx.clock.monotonic())
+        if age is not None:
+            # It got up: the path worked, so the next reconnect should be prompt.
+            backoff.reset()
+        try:
+            ctx.recorder.leg_down(name, failure, age)
+        except Exception:  # noqa: BLE001
+            log.exception("leg %s: recording a drop failed", name)
+        await asyncio.sleep(backoff.next_delay())
