@@ -75,9 +75,7 @@ def _ordered(segments: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
     return tuple(segment for segment in order if segment in wanted)
 
 
-def _cover(
-    failing: Sequence[LegObservation], candidates: set[str]
-) -> tuple[set[str], set[str]]:
+def _cover(failing: Sequence[LegObservation], candidates: set[str]) -> tuple[set[str], set[str]]:
     """Greedy set cover of failing legs by candidate segments, keeping ties."""
     uncovered = {leg.name for leg in failing}
     covers = {
@@ -104,7 +102,8 @@ def attribute(legs: Sequence[LegObservation], now: float, window: float) -> Verd
     }
     healthy_segments = {s for leg in by_status[LegStatus.HEALTHY] for s in leg.segments}
     unobserved = _ordered(
-        {s for leg in legs for s in leg.segments} - healthy_segments
+        {s for leg in legs for s in leg.segments}
+        - healthy_segments
         - {s for leg in by_status[LegStatus.FAILING] for s in leg.segments},
         order,
     )

@@ -81,7 +81,9 @@ class LegConfig(_Strict):
         Field(min_length=1, max_length=MAX_SEGMENTS_PER_LEG),
     ]
     ca_file: Path | None = None
-    expected_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None = None
+    expected_status: (
+        Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None
+    ) = None
     require_header: str | None = None
     forbid_addresses: Annotated[list[IPvAnyNetwork], Field(max_length=64)] = []
 

@@ -82,10 +82,12 @@ class Probe:
             lambda: self.lag.alive(LIVENESS_TOLERANCE_SECONDS),
             lambda: self._ready,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         host, port = self.config.listen_address
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port)
         try:
             await site.start()
         except OSError as err:

@@ -68,7 +68,9 @@ class WebSocketLeg:
                     autoping=True,
                     heartbeat=None,
                     max_msg_size=ctx.probe.max_message_bytes,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_SECONDS),
+                    timeout=aiohttp.ClientWSTimeout(
+                        ws_receive=None, ws_close=CLOSE_TIMEOUT_SECONDS
+                    ),
                 )
         except TimeoutError as err:
             raise ProbeFailure(

@@ -117,11 +117,7 @@ def _check_question(message: dns.message.Message, host: str, qtype: int) -> dns.
     question = message.question[0]
     # dnspython compares names case-insensitively, which tolerates servers that echo
     # the question with different letter case.
-    if (
-        question.name != qname
-        or question.rdtype != qtype
-        or question.rdclass != dns.rdataclass.IN
-    ):
+    if question.name != qname or question.rdtype != qtype or question.rdclass != dns.rdataclass.IN:
         raise DohWireError("malformed", "answer is for a different question")
     return qname
 

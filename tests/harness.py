@@ -1,0 +1,160 @@
+"""Shared test peers and an in-process probe, all on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from t3probe.config import ProbeConfig, build_config
+from t3probe.daemon import Probe
+from t3probe.events import LegEvent
+from tests.conftest import TIME_UNIT
+
+
+def rst(transport: Any) -> None:
+    """Abort with a TCP RST, as a crashed peer or a middlebox would."""
+    sock: socket.socket | None = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class Peer:
+    """An aiohttp server whose paths each misbehave in one named way."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.close_codes: list[int] = []
+        self.sockets: list[web.WebSocketResponse] = []
+
+    async def _echo(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        async for message in ws:
+            await ws.send_str(message.data)
+        if ws.close_code is not None:
+            self.close_codes.append(ws.close_code)
+        return ws
+
+    async def _silent(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass  # swallow heartbeats: a path that accepts but never answers
+        return ws
+
+    async def _close_after_first(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.close(code=int(request.match_info["code"]), message=b"bye")
+        return ws
+
+    async def _rst_after_first(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        assert request.transport is not None
+        rst(request.transport)
+        return ws
+
+    async def _reject(self, request: web.Request) -> web.Response:
+        return web.Response(status=503, text="no upgrade for you")
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]))
+
+    async def _stall(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response()
+
+    async def start(self, ssl_context: Any = None, host: str = "127.0.0.1") -> Peer:
+        app = web.Application()
+        app.router.add_get("/probe/ws", self._echo)
+        app.router.add_get("/silent", self._silent)
+        app.router.add_get("/close/{code}", self._close_after_first)
+        app.router.add_get("/rst", self._rst_after_first)
+        app.router.add_get("/reject", self._reject)
+        app.router.add_get("/ok", self._ok)
+        app.router.add_get("/status/{code}", self._status)
+        app.router.add_get("/stall", self._stall)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, 0, ssl_context=ssl_context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def probe_config(legs: list[dict[str, Any]], **overrides: Any) -> ProbeConfig:
+    settings: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "heartbeat_seconds": 0.2 * TIME_UNIT,
+        "watchdog_seconds": 0.6 * TIME_UNIT,
+        "probe_stall_seconds": 0.4 * TIME_UNIT,
+        "attribution_window_seconds": 1.0 * TIME_UNIT,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 0.2 * TIME_UNIT,
+        "legs": legs,
+    }
+    settings.update(overrides)
+    return build_config(settings)
+
+
+def leg(name: str, url: str, kind: str = "websocket", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "url": url, "segments": [f"{name}_path"], **extra}
+
+
+class RunningProbe:
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.events: list[LegEvent] = []
+        self._changed = asyncio.Event()
+        self.lines: list[str] = []
+        probe.recorder.subscribe(self._on_event)
+
+    def _on_event(self, event: LegEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, leg: str, kind: str, timeout: float = 5.0, after: int = 0) -> LegEvent:
+        """The first event of ``kind`` for ``leg`` beyond the first ``after`` events."""
+        async with asyncio.timeout(timeout * TIME_UNIT):
+            while True:
+                for event in self.events[after:]:
+                    if event.leg == leg and event.kind == kind:
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.probe.registry.get_sample_value(name, labels)
+
+
+@contextlib.asynccontextmanager
+async def running_probe(config: ProbeConfig) -> AsyncIterator[RunningProbe]:
+    lines: list[str] = []
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=lines.append)
+    handle = RunningProbe(probe)
+    handle.lines = lines
+    await probe.start()
+    try:
+        yield handle
+    finally:
+        await probe.stop()

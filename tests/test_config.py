@@ -1,0 +1,203 @@
+"""Config validation: every bad config is refused with the offending field named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from t3probe.config_file import ConfigError, dump_config, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _leg(**overrides: Any) -> dict[str, Any]:
+    leg: dict[str, Any] = {
+        "name": "internal",
+        "kind": "websocket",
+        "url": "wss://t3.example.test/probe/ws",
+        "segments": ["traefik", "dispatch"],
+    }
+    leg.update(overrides)
+    return {k: v for k, v in leg.items() if v is not None}
+
+
+def _write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+INVALID: list[tuple[str, Any, str]] = [
+    ("no legs", {"listen": "127.0.0.1:9108"}, "legs: Field required"),
+    ("empty legs", {"legs": []}, "legs: List should have at least 1 item"),
+    ("unknown top key", {"legs": [_leg()], "heartbeat": 3}, "heartbeat: Extra inputs"),
+    ("unknown leg key", {"legs": [_leg(colour="red")]}, "legs[0].colour: Extra inputs"),
+    (
+        "watchdog not above heartbeat",
+        {"heartbeat_seconds": 10, "watchdog_seconds": 10, "legs": [_leg()]},
+        "watchdog_seconds (10) must be greater than heartbeat_seconds (10)",
+    ),
+    (
+        "negative heartbeat",
+        {"heartbeat_seconds": -1, "legs": [_leg()]},
+        "heartbeat_seconds: Input should be greater than 0",
+    ),
+    ("duplicate leg names", {"legs": [_leg(), _leg()]}, "duplicate leg name(s) internal"),
+    (
+        "empty segments",
+        {"legs": [_leg(segments=[])]},
+        "legs[0].segments: List should have at least 1 item",
+    ),
+    (
+        "repeated segment",
+        {"legs": [_leg(segments=["a", "a"])]},
+        "legs[0].segments: segments must not repeat",
+    ),
+    (
+        "ws leg with http url",
+        {"legs": [_leg(url="https://t3.example.test/")]},
+        "a websocket leg needs a ws:// or wss:// URL, got https://",
+    ),
+    (
+        "http leg with ws url",
+        {"legs": [_leg(kind="http", url="ws://t3.example.test/")]},
+        "a http leg needs a http:// or https:// URL, got ws://",
+    ),
+    (
+        "pinned address not an IP",
+        {"legs": [_leg(resolver={"kind": "pinned", "address": "lb.internal"})]},
+        "legs[0].resolver.address",
+    ),
+    (
+        "unknown resolver kind",
+        {"legs": [_leg(resolver={"kind": "mdns"})]},
+        "legs[0].resolver: Input tag 'mdns' found using 'kind' does not match",
+    ),
+    (
+        "doh over plain http",
+        {"legs": [_leg(resolver={"kind": "doh", "servers": ["http://127.0.0.1/dns-query"]})]},
+        "must be an https:// URL",
+    ),
+    (
+        "doh without servers",
+        {"legs": [_leg(resolver={"kind": "doh", "servers": []})]},
+        "legs[0].resolver.servers: List should have at least 1 item",
+    ),
+    ("bad leg name", {"legs": [_leg(name="Bad Name")]}, "legs[0].name: String should match"),
+    ("bad segment name", {"legs": [_leg(segments=["cf-edge"])]}, "legs[0].segments[0]"),
+    ("relative url", {"legs": [_leg(url="/probe/ws")]}, "is not an absolute URL"),
+    ("bad listen", {"listen": "9108", "legs": [_leg()]}, "listen: '9108' is not HOST:PORT"),
+    ("listen port range", {"listen": "127.0.0.1:70000", "legs": [_leg()]}, "out of range"),
+    (
+        "expected_status on ws leg",
+        {"legs": [_leg(expected_status=[200])]},
+        "only http legs have an expected status",
+    ),
+    (
+        "status out of range",
+        {"legs": [_leg(kind="http", url="http://x.test/", expected_status=[700])]},
+        "legs[0].expected_status[0]: Input should be less than or equal to 599",
+    ),
+    (
+        "bad forbid range",
+        {"legs": [_leg(forbid_addresses=["10.0.0.0/33"])]},
+        "legs[0].forbid_addresses[0]",
+    ),
+    (
+        "pinned inside forbidden range",
+        {
+            "legs": [
+                _leg(
+                    resolver={"kind": "pinned", "address": "10.0.20.203"},
+                    forbid_addresses=["10.0.0.0/8"],
+                )
+            ]
+        },
+        "pinned address 10.0.20.203 lies in forbidden range 10.0.0.0/8",
+    ),
+    ("bad header name", {"legs": [_leg(require_header="cf ray")]}, "not a valid HTTP header"),
+    ("not a mapping", "- just\n- a list\n", "the top level must be a mapping"),
+    ("not yaml", "legs: [unclosed\n", "not valid YAML"),
+    (
+        "stall threshold above watchdog",
+        {"probe_stall_seconds": 30, "legs": [_leg()]},
+        "probe_stall_seconds must be less than watchdog_seconds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_config_names_the_problem(tmp_path: Path, data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, data))
+    assert message in str(caught.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_reference_config_is_valid_and_keeps_its_shape() -> None:
+    config = load_config(REPO / "examples" / "reference.yaml")
+    assert [leg.name for leg in config.legs] == ["cloudflare", "internal", "t3serve"]
+    assert config.legs[0].resolver.kind == "doh"
+    assert config.segments == ["wan", "cf_edge", "cf_tunnel", "traefik", "dispatch", "t3serve"]
+    assert config.legs[2].status_is_alive(404) and not config.legs[2].status_is_alive(502)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T3PROBE_HEARTBEAT_SECONDS", "3")
+    monkeypatch.setenv("T3PROBE_LISTEN", "127.0.0.1:9999")
+    config = load_config(_write(tmp_path, {"heartbeat_seconds": 5, "legs": [_leg()]}))
+    assert (config.heartbeat_seconds, config.listen) == (3.0, "127.0.0.1:9999")
+
+
+def test_environment_can_supply_the_legs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "T3PROBE_LEGS",
+        '[{"name": "a", "kind": "http", "url": "http://127.0.0.1:1/", "segments": ["s"]}]',
+    )
+    assert load_config(None).legs[0].name == "a"
+
+
+def test_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T3PROBE_WATCHDOG_SECONDS", "soon")
+    monkeypatch.setenv("T3PROBE_LEGS", "[]")
+    with pytest.raises(ConfigError, match="watchdog_seconds"):
+        load_config(None)
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    config = load_config(REPO / "examples" / "reference.yaml")
+    again = load_config(_write(tmp_path, dump_config(config)))
+    assert again == config
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "t3probe", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_check_config_prints_the_effective_config() -> None:
+    result = _cli("check-config", str(REPO / "examples" / "reference.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["legs"][1]["resolver"]["address"] == "10.0.20.203"
+
+
+def test_check_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    result = _cli("check-config", str(_write(tmp_path, {"legs": [_leg(segments=[])]})))
+    assert result.returncode == 2
+    assert "legs[0].segments" in result.stderr
+
+
+def test_run_without_config_exits_2_before_binding() -> None:
+    result = _cli("run")
+    assert result.returncode == 2
+    assert "legs" in result.stderr and "never falls back" in result.stderr

@@ -1,0 +1,233 @@
+"""Each drop reason produced by the real fault it names, against real loopback peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import websockets.asyncio.server as ws_server
+
+from t3probe.lab.pki import Pki, make_pki
+from t3probe.reasons import Reason
+from tests.conftest import TIME_UNIT
+from tests.harness import Peer, leg, probe_config, running_probe
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    server = await Peer().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"), ["t3.lab.test"], ["127.0.0.1"])
+
+
+async def test_legs_come_up_and_measure_rtt(peer: Peer) -> None:
+    config = probe_config(
+        [
+            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+            leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
+        ]
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        await probe.wait_for("http", "up")
+        await asyncio.sleep(0.5 * TIME_UNIT)
+        assert probe.metric("t3probe_connected", leg="ws") == 1
+        assert (probe.metric("t3probe_rtt_seconds_count", leg="ws") or 0) >= 2
+        assert (probe.metric("t3probe_rtt_seconds_count", leg="http") or 0) >= 2
+        phases = {
+            phase: probe.metric("t3probe_connect_duration_seconds_count", leg="ws", phase=phase)
+            for phase in ("dns", "connect", "handshake")
+        }
+        assert all(count and count >= 1 for count in phases.values()), phases
+        assert probe.probe.recorder.verdict.verdict == "infra_clean"
+
+
+async def test_websockets_library_echo_is_a_valid_peer() -> None:
+    async def echo(connection: ws_server.ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with ws_server.serve(echo, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        config = probe_config([leg("indep", f"ws://127.0.0.1:{port}/")])
+        async with running_probe(config) as probe:
+            await probe.wait_for("indep", "up")
+            await asyncio.sleep(0.5 * TIME_UNIT)
+            assert not [e for e in probe.events if e.kind == "down"]
+            assert (probe.metric("t3probe_rtt_seconds_count", leg="indep") or 0) >= 2
+
+
+async def test_rst_is_reset_within_a_fraction_of_a_second(peer: Peer) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/rst")], heartbeat_seconds=5, watchdog_seconds=10
+    )
+    async with running_probe(config) as probe:
+        up = await probe.wait_for("ws", "up")
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.RESET
+        # The heartbeat is 5 s: only a reader always awaiting the socket sees this at once.
+        assert down.at - up.at < 0.5 * TIME_UNIT
+
+
+async def test_close_frame_is_closed_by_peer_with_its_code(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/close/4011")])
+    async with running_probe(config) as probe:
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.CLOSED_BY_PEER
+        assert down.close_code == 4011
+        assert down.to_json()["close_code"] == 4011
+
+
+async def test_refused_is_connect_refused(peer: Peer) -> None:
+    port = peer.port
+    await peer.stop()
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{port}/probe/ws")])
+    async with running_probe(config) as probe:
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.CONNECT_REFUSED
+        assert probe.metric("t3probe_disconnects_total", leg="ws", reason="connect_refused") == 1
+
+
+async def test_silent_peer_is_rtt_timeout_just_after_the_watchdog(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/silent")])
+    async with running_probe(config) as probe:
+        up = await probe.wait_for("ws", "up")
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.RTT_TIMEOUT
+        watchdog = config.watchdog_seconds
+        assert watchdog <= down.at - up.at + 0.01 < watchdog + 0.3 * TIME_UNIT
+
+
+async def test_503_on_upgrade_is_handshake_rejected(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/reject")])
+    async with running_probe(config) as probe:
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.HANDSHAKE_REJECTED
+        assert "503" in down.detail
+
+
+async def test_certificate_for_another_name_is_tls_error(pki: Pki, tmp_path: Path) -> None:
+    wrong = pki.issue("wrong", ["elsewhere.lab.test"], [])
+    server = await Peer().start(ssl_context=wrong.server_context())
+    try:
+        config = probe_config(
+            [
+                leg(
+                    "tls",
+                    f"wss://t3.lab.test:{server.port}/probe/ws",
+                    resolver={"kind": "pinned", "address": "127.0.0.1"},
+                    ca_file=str(pki.ca_cert),
+                ),
+            ]
+        )
+        async with running_probe(config) as probe:
+            down = await probe.wait_for("tls", "down")
+            assert down.reason is Reason.TLS_ERROR
+    finally:
+        await server.stop()
+
+
+async def test_pinned_resolver_keeps_sni_and_host_of_the_url(pki: Pki) -> None:
+    seen: dict[str, str | None] = {}
+    server_context = pki.server_context()
+
+    def remember_sni(sock: object, name: str | None, context: object) -> None:
+        seen["sni"] = name
+
+    server_context.sni_callback = remember_sni  # type: ignore[assignment]
+
+    async def echo(connection: ws_server.ServerConnection) -> None:
+        seen["host"] = connection.request.headers["Host"] if connection.request else None
+        async for message in connection:
+            await connection.send(message)
+
+    async with ws_server.serve(echo, "127.0.0.1", 0, ssl=server_context) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        config = probe_config(
+            [
+                leg(
+                    "pinned",
+                    f"wss://t3.lab.test:{port}/probe/ws",
+                    resolver={"kind": "pinned", "address": "127.0.0.1"},
+                    ca_file=str(pki.ca_cert),
+                ),
+            ]
+        )
+        async with running_probe(config) as probe:
+            await probe.wait_for("pinned", "up")
+    assert seen == {"sni": "t3.lab.test", "host": f"t3.lab.test:{port}"}
+
+
+async def test_http_leg_status_outside_expected_set_is_http_error(peer: Peer) -> None:
+    config = probe_config(
+        [
+            leg("backend", f"http://127.0.0.1:{peer.port}/status/502", kind="http"),
+            leg(
+                "strict",
+                f"http://127.0.0.1:{peer.port}/status/404",
+                kind="http",
+                expected_status=[200],
+            ),
+            leg("lenient", f"http://127.0.0.1:{peer.port}/status/404", kind="http"),
+        ]
+    )
+    async with running_probe(config) as probe:
+        assert (await probe.wait_for("backend", "down")).reason is Reason.HTTP_ERROR
+        assert (await probe.wait_for("strict", "down")).reason is Reason.HTTP_ERROR
+        await probe.wait_for("lenient", "up")
+
+
+async def test_stalled_http_backend_is_rtt_timeout(peer: Peer) -> None:
+    config = probe_config([leg("backend", f"http://127.0.0.1:{peer.port}/stall", kind="http")])
+    async with running_probe(config) as probe:
+        started = time.monotonic()
+        down = await probe.wait_for("backend", "down")
+        assert down.reason is Reason.RTT_TIMEOUT
+        assert time.monotonic() - started >= config.watchdog_seconds
+
+
+async def test_require_header_missing_is_route_mismatch(peer: Peer) -> None:
+    config = probe_config(
+        [
+            leg("cdn", f"ws://127.0.0.1:{peer.port}/probe/ws", require_header="cf-ray"),
+        ]
+    )
+    async with running_probe(config) as probe:
+        down = await probe.wait_for("cdn", "down")
+        assert down.reason is Reason.ROUTE_MISMATCH
+        assert probe.probe.recorder.verdict.verdict == "unknown"
+
+
+async def test_forbidden_address_is_route_mismatch(peer: Peer) -> None:
+    config = probe_config(
+        [
+            leg(
+                "cdn",
+                f"ws://localhost:{peer.port}/probe/ws",
+                forbid_addresses=["127.0.0.0/8", "::1/128"],
+            )
+        ]
+    )
+    async with running_probe(config) as probe:
+        down = await probe.wait_for("cdn", "down")
+        assert down.reason is Reason.ROUTE_MISMATCH
+        assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="forbidden_address")
+
+
+async def test_every_drop_and_recovery_is_a_json_line(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/close/4000")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "down")
+    objects = [json.loads(line) for line in probe.lines]
+    downs = [o for o in objects if o.get("kind") == "down"]
+    assert downs and downs[0]["reason"] == "closed_by_peer" and downs[0]["close_code"] == 4000
+    assert all(isinstance(o["at"], float) and round(o["at"], 3) == o["at"] for o in objects)
