@@ -73,7 +73,7 @@ async def servers(pki: Pki) -> AsyncIterator[list[DohServer]]:
 
 
 @pytest.fixture
-def timeout(time_unit: float) -> float:
+def dns_timeout(time_unit: float) -> float:
     return 0.2 * time_unit
 
 
@@ -89,14 +89,14 @@ def sink() -> Sink:
 
 @pytest.fixture
 async def make_resolver(
-    pki: Pki, clock: FakeClock, sink: Sink, timeout: float
+    pki: Pki, clock: FakeClock, sink: Sink, dns_timeout: float
 ) -> AsyncIterator[MakeResolver]:
     made: list[DohResolver] = []
 
     def make(servers: list[str], **overrides: Any) -> DohResolver:
         options: dict[str, Any] = {
             "on_failure": sink,
-            "timeout": timeout,
+            "dns_timeout": dns_timeout,
             "ssl_context": pki.client_context(),
             "max_stale_seconds": 300.0,
             "min_ttl_seconds": 5.0,
@@ -125,14 +125,14 @@ async def test_resolves(servers: list[DohServer], make_resolver: MakeResolver, s
 
 
 async def test_second_server_answers_when_first_is_down(
-    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, timeout: float
+    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, dns_timeout: float
 ) -> None:
     resolver = make_resolver(_urls(servers))
     started = time.monotonic()
     with servers[0].down():
         assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
-    assert time.monotonic() - started >= timeout
-    assert sink.reasons == ["timeout"]
+    assert time.monotonic() - started >= dns_timeout
+    assert sink.reasons == ["dns_timeout"]
     assert servers[1].queries_answered == 1
 
 
@@ -168,18 +168,18 @@ async def test_served_stale_while_every_server_is_down(
     clock.advance(TTL + 100)
     with servers[0].down(), servers[1].down():
         assert await resolver.resolve(HOST) == Resolution((ADDRESS,), stale=True)
-        assert sink.reasons == ["timeout", "timeout"]
+        assert sink.reasons == ["dns_timeout", "dns_timeout"]
         clock.advance(300)
         with pytest.raises(ProbeFailure) as info:
             await resolver.resolve(HOST)
     assert info.value.reason is Reason.DNS_FAILED
-    assert sink.reasons == ["timeout"] * 4
+    assert sink.reasons == ["dns_timeout"] * 4
     # Once a server is back the answer is fresh again.
     assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
 
 
 async def test_fails_within_the_timeout_when_down_and_nothing_cached(
-    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, timeout: float,
+    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, dns_timeout: float,
     time_unit: float,
 ) -> None:  # fmt: skip
     resolver = make_resolver([servers[0].url])
@@ -187,11 +187,11 @@ async def test_fails_within_the_timeout_when_down_and_nothing_cached(
     with servers[0].down(), pytest.raises(ProbeFailure) as info:
         await resolver.resolve(HOST)
     elapsed = time.monotonic() - started
-    assert timeout <= elapsed < timeout + 0.5 * time_unit
+    assert dns_timeout <= elapsed < dns_timeout + 0.5 * time_unit
     assert info.value.reason is Reason.DNS_FAILED
     assert servers[0].url in info.value.detail
-    assert "timeout" in info.value.detail
-    assert sink.reasons == ["timeout"]
+    assert "dns_timeout" in info.value.detail
+    assert sink.reasons == ["dns_timeout"]
 
 
 async def test_failure_detail_is_bounded(
@@ -221,9 +221,9 @@ async def test_certificate_for_another_name_is_a_tls_error(
 
 
 async def test_without_the_ca_file_the_throwaway_ca_is_not_trusted(
-    servers: list[DohServer], clock: FakeClock, sink: Sink, timeout: float
+    servers: list[DohServer], clock: FakeClock, sink: Sink, dns_timeout: float
 ) -> None:
-    config = DohResolverConfig(kind="doh", servers=[servers[0].url], timeout_seconds=timeout)
+    config = DohResolverConfig(kind="doh", servers=[servers[0].url], timeout_seconds=dns_timeout)
     resolver = DohResolver.from_config(config, sink, clock)
     try:
         with pytest.raises(ProbeFailure):
@@ -234,12 +234,12 @@ async def test_without_the_ca_file_the_throwaway_ca_is_not_trusted(
 
 
 async def test_from_config_trusts_the_ca_file(
-    pki: Pki, servers: list[DohServer], clock: FakeClock, sink: Sink, timeout: float
+    pki: Pki, servers: list[DohServer], clock: FakeClock, sink: Sink, dns_timeout: float
 ) -> None:
     config = DohResolverConfig(
         kind="doh",
         servers=_urls(servers),
-        timeout_seconds=timeout,
+        timeout_seconds=dns_timeout,
         ca_file=pki.ca_cert,
         min_ttl_seconds=0,
     )
@@ -300,16 +300,16 @@ async def test_refused_connection_is_a_connect_error(
 
 
 async def test_slow_server_within_the_timeout_answers_beyond_it_times_out(
-    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, timeout: float,
+    servers: list[DohServer], make_resolver: MakeResolver, sink: Sink, dns_timeout: float,
     clock: FakeClock,
 ) -> None:  # fmt: skip
     resolver = make_resolver([servers[0].url], max_stale_seconds=0)
-    with servers[0].slow(timeout / 4):
+    with servers[0].slow(dns_timeout / 4):
         assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
     clock.advance(TTL + 1)
-    with servers[0].slow(timeout * 3), pytest.raises(ProbeFailure):
+    with servers[0].slow(dns_timeout * 3), pytest.raises(ProbeFailure):
         await resolver.resolve(HOST)
-    assert sink.reasons == ["timeout"]
+    assert sink.reasons == ["dns_timeout"]
 
 
 async def test_a_lying_server_is_believed(
@@ -337,23 +337,23 @@ async def test_nxdomain_is_an_answer_and_not_papered_over_with_stale_data(
 
 
 async def test_concurrent_resolves_share_one_query(
-    servers: list[DohServer], make_resolver: MakeResolver, timeout: float
+    servers: list[DohServer], make_resolver: MakeResolver, dns_timeout: float
 ) -> None:
     resolver = make_resolver(_urls(servers))
-    with servers[0].slow(timeout / 2):
+    with servers[0].slow(dns_timeout / 2):
         results = await asyncio.gather(*(resolver.resolve(HOST) for _ in range(5)))
     assert results == [Resolution((ADDRESS,))] * 5
     assert servers[0].queries_received == 1
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_query(
-    servers: list[DohServer], make_resolver: MakeResolver, timeout: float
+    servers: list[DohServer], make_resolver: MakeResolver, dns_timeout: float
 ) -> None:
     resolver = make_resolver([servers[0].url])
-    with servers[0].slow(timeout / 2):
+    with servers[0].slow(dns_timeout / 2):
         first = asyncio.create_task(resolver.resolve(HOST))
         second = asyncio.create_task(resolver.resolve(HOST))
-        await asyncio.sleep(timeout / 8)
+        await asyncio.sleep(dns_timeout / 8)
         first.cancel()
         assert await second == Resolution((ADDRESS,))
     with pytest.raises(asyncio.CancelledError):
@@ -392,15 +392,15 @@ async def test_session_factory_is_used_and_close_closes_the_session(
 
 
 async def test_close_cancels_a_query_in_flight(
-    servers: list[DohServer], make_resolver: MakeResolver, timeout: float
+    servers: list[DohServer], make_resolver: MakeResolver, dns_timeout: float
 ) -> None:
     resolver = make_resolver([servers[0].url], timeout=timeout * 10)
     with servers[0].down():
         pending = asyncio.create_task(resolver.resolve(HOST))
-        await asyncio.sleep(timeout / 4)
+        await asyncio.sleep(dns_timeout / 4)
         started = time.monotonic()
         await resolver.close()
-        assert time.monotonic() - started < timeout
+        assert time.monotonic() - started < dns_timeout
         with pytest.raises(asyncio.CancelledError):
             await pending
 

@@ -32,7 +32,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def test_legs_come_up_and_measure_rtt(peer: Peer) -> None:
     config = probe_config(
         [
-            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+            # A name, not an IP literal: aiohttp skips the resolver for literals.
+            leg("ws", f"ws://localhost:{peer.port}/probe/ws"),
             leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
         ]
     )
