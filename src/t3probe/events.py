@@ -49,7 +49,8 @@ class EventLog:
     def since(self, since: float | None = None) -> list[LegEvent]:
         if since is None:
             return list(self._events)
-        return [event for event in self._events if event.at > since]
+        # Clients echo back the millisecond-rounded "at" they were given.
+        return [event for event in self._events if round(event.at, 3) > since]
 
     def __len__(self) -> int:
         return len(self._events)

@@ -155,7 +155,7 @@ def _openssl(*args: str | Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
     command = ["openssl", *(str(arg) for arg in args)]
     try:
-        subprocess.run(  # noqa: S603 - fixed executable, validated arguments, no shell
+        subprocess.run(
             command,
             check=True,
             capture_output=True,

@@ -1,0 +1,253 @@
+"""The daemon as operators run it: HTTP surface, exposition, shutdown, self-distrust."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from t3probe.legs.base import Leg, LegContext
+from t3probe.reasons import Reason
+from t3probe.supervisor import Backoff, supervise
+from tests.conftest import TIME_UNIT
+from tests.harness import Peer, leg, probe_config, running_probe
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    server = await Peer().start()
+    yield server
+    await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_http_surface(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/close/4000")])
+    async with running_probe(config) as probe:
+        base = f"http://127.0.0.1:{probe.probe.port}"
+        await probe.wait_for("ws", "down")
+        assert (await _get(f"{base}/healthz"))[0] == 200
+        assert (await _get(f"{base}/readyz"))[0] == 200
+        status, body = await _get(f"{base}/events")
+        events = json.loads(body)["events"]
+        assert (
+            status == 200 and events[0]["kind"] == "up" and events[1]["reason"] == "closed_by_peer"
+        )
+        later = json.loads((await _get(f"{base}/events?since={events[1]['at']}"))[1])["events"]
+        assert all(e["at"] > events[1]["at"] for e in later)
+        assert (await _get(f"{base}/events?since=yesterday"))[0] == 400
+        verdict = json.loads((await _get(f"{base}/verdict"))[1])
+        assert verdict["verdict"] in ("suspect", "infra_clean")
+        assert set(verdict["legs"]["ws"]) >= {"up", "reason", "since"}
+        status, metrics = await _get(f"{base}/metrics")
+        assert 't3probe_disconnects_total{leg="ws",reason="closed_by_peer"}' in metrics
+        assert 't3probe_disconnects_total{leg="ws",reason="dns_failed"} 0.0' in metrics
+
+
+async def test_healthz_stays_ok_while_every_leg_is_down() -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{free_port()}/probe/ws")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "down")
+        assert (await _get(f"http://127.0.0.1:{probe.probe.port}/healthz"))[0] == 200
+
+
+async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool missing: `make test` installs Debian's prometheus when root")
+    config = probe_config(
+        [
+            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+            leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
+        ]
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        _, exposition = await _get(f"http://127.0.0.1:{probe.probe.port}/metrics")
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in (
+        "t3probe_connected",
+        "t3probe_disconnects_total",
+        "t3probe_rtt_seconds_bucket",
+        "t3probe_connection_age_seconds_bucket",
+        "t3probe_last_disconnect_timestamp_seconds",
+        "t3probe_connect_duration_seconds_bucket",
+        "t3probe_segment_suspected",
+        "t3probe_event_loop_lag_seconds_bucket",
+        "t3probe_leg_info",
+        "t3probe_build_info",
+    ):
+        assert f"\n{name}" in exposition, name
+
+
+async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/silent")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        # Freeze the loop itself, as swap-thrashing the probe's host would.
+        time.sleep(config.watchdog_seconds * 1.5)
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.PROBE_STALL
+        assert probe.probe.recorder.refresh_verdict().verdict == "probe_unhealthy"
+        assert (probe.metric("t3probe_event_loop_lag_seconds_count") or 0) > 0
+
+
+class _BuggyLeg:
+    """A leg kind with a bug: it must become internal_error and restart, not spread."""
+
+    def __init__(self) -> None:
+        from t3probe.legs.base import SessionProgress
+
+        self.progress = SessionProgress()
+        self.sessions = 0
+
+    async def run_session(self) -> None:
+        self.sessions += 1
+        raise KeyError("bug in a leg")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_buggy_leg_is_internal_error_and_restarts(
+    peer: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import random
+
+    config = probe_config(
+        [
+            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+            leg("buggy", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+        ]
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        legs: list[tuple[Leg, LegContext]] = probe.probe._legs
+        ctx = legs[1][1]
+        buggy = _BuggyLeg()
+        task = asyncio.create_task(supervise(buggy, ctx, random.Random(1)))
+        try:
+            down = await probe.wait_for("buggy", "down")
+            assert down.reason is Reason.INTERNAL_ERROR
+            await asyncio.sleep(0.5 * TIME_UNIT)
+            assert buggy.sessions >= 2  # restarted
+        finally:
+            task.cancel()
+        assert "Traceback" in caplog.text or "KeyError" in caplog.text
+        assert probe.metric("t3probe_connected", leg="ws") == 1
+        assert (await _get(f"http://127.0.0.1:{probe.probe.port}/healthz"))[0] == 200
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    import random
+
+    backoff = Backoff(0.5, 8.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(60)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert max(delays[10:]) <= 8.0 and min(delays[10:]) >= 4.0
+    assert len(set(delays)) > 50
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+async def test_sigterm_closes_with_1001_counts_no_drop_and_exits_0(
+    peer: Peer, tmp_path: Path
+) -> None:
+    port = free_port()
+    config_path = tmp_path / "probe.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "listen": f"127.0.0.1:{port}",
+                "heartbeat_seconds": 0.2,
+                "watchdog_seconds": 1.0,
+                "probe_stall_seconds": 0.5,
+                "legs": [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")],
+            }
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "t3probe",
+        "run",
+        "--config",
+        str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "T3PROBE_LOOPBACK_ONLY": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(10 * TIME_UNIT):
+            first = json.loads(await process.stdout.readline())
+        assert (first["leg"], first["kind"]) == ("ws", "up")
+        _, metrics = await _get(f"http://127.0.0.1:{port}/metrics")
+        assert 't3probe_connected{leg="ws"} 1.0' in metrics
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            rest, _ = await process.communicate()
+        assert process.returncode == 0
+        assert time.monotonic() - started < 5
+        assert b'"kind":"down"' not in rest
+        await asyncio.sleep(0.1)
+        assert peer.close_codes == [1001]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_run_with_port_in_use_fails_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_path = tmp_path / "probe.yaml"
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "listen": f"127.0.0.1:{port}",
+                    "legs": [leg("ws", f"ws://127.0.0.1:{free_port()}/probe/ws")],
+                }
+            )
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "t3probe", "run", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
