@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument(
         "--listen", default="127.0.0.1:9108", metavar="HOST:PORT", help="probe's HTTP surface"
     )
+    lab.add_argument(
+        "--control",
+        default="127.0.0.1:9109",
+        metavar="HOST:PORT",
+        help="HTTP API for injecting faults by hand (see the live view)",
+    )
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     attribute = commands.add_parser(
@@ -145,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lab":
         from t3probe.lab.cli import run_lab
 
-        return run_lab(scenario=args.scenario, listen=args.listen, list_only=args.list)
+        return run_lab(
+            scenario=args.scenario, listen=args.listen, list_only=args.list, control=args.control
+        )
     from t3probe.attribute.cli import run_attribute
 
     return run_attribute(args)

@@ -52,7 +52,9 @@ NORMAL = Fault()
 class DohServer:
     """Answers ``name -> addresses`` records; unknown names get NXDOMAIN."""
 
-    def __init__(self, records: dict[str, Sequence[str]] | None = None, *, ttl: int = DEFAULT_TTL):
+    def __init__(
+        self, records: dict[str, Sequence[str]] | None = None, *, ttl: int = DEFAULT_TTL
+    ) -> None:
         self.ttl = ttl
         self._records: dict[str, tuple[str, ...]] = {}
         for name, addresses in (records or {}).items():

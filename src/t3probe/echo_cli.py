@@ -1,0 +1,40 @@
+"""``t3probe echo``: serve the reference /probe/ws contract until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from t3probe.config import parse_listen
+from t3probe.echo import EchoLimits, serve_echo
+
+log = logging.getLogger(__name__)
+
+
+async def _serve(host: str, port: int) -> int:
+    try:
+        server = await serve_echo(host, port, EchoLimits())
+    except OSError as err:
+        print(f"t3probe echo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
+        return 1
+    log.info("echo serving /probe/ws and /probe/healthz on %s:%d", host, server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+def run_echo(listen: str) -> int:
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as err:
+        print(f"t3probe echo: --listen: {err}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(host, port))

@@ -1,0 +1,166 @@
+"""``t3probe lab``: the topology, the probe, a live view, hand or scripted faults."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import signal
+import sys
+from typing import TextIO
+
+from aiohttp import web
+
+from t3probe.config import parse_listen
+from t3probe.lab.control import TARGETS, LabControl, make_control_app
+from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
+from t3probe.lab.topology import Lab
+from t3probe.lab.view import CLEAR_SCREEN, event_text, render
+
+REFRESH_SECONDS = 1.0
+RECENT_EVENTS = 8
+STARTUP_SECONDS = 15.0
+
+
+def _list_scenarios(out: TextIO) -> int:
+    for scenario in SCENARIOS:
+        out.write(f"{scenario.name:<18}{scenario.description}\n")
+    return 0
+
+
+async def _wait_until_all_up(lab: Lab) -> bool:
+    assert lab.probe is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_SECONDS
+    while loop.time() < deadline:
+        if lab.probe.recorder.refresh_verdict().verdict == "infra_clean":
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def _scripted(lab: Lab, name: str, out: TextIO) -> int:
+    assert lab.probe is not None and lab.parts is not None
+    scenarios = select(name)
+    if not await _wait_until_all_up(lab):
+        out.write("lab: the legs did not all come up; cannot run scenarios\n")
+        return 1
+    out.write(f"{'scenario':<18}{'phase':<10}{'expected':<40}{'observed':<40}result\n")
+    outcomes: list[Outcome] = []
+    for scenario in scenarios:
+        for outcome in await run_scenario(scenario, lab.parts, lab.probe.recorder):
+            outcomes.append(outcome)
+            result = "ok" if outcome.matched else "MISMATCH"
+            out.write(
+                f"{outcome.scenario:<18}{outcome.phase:<10}{outcome.expected:<40}"
+                f"{outcome.observed:<40}{result} ({outcome.seconds:.1f}s)\n"
+            )
+            out.flush()
+    failed = [o for o in outcomes if not o.matched]
+    out.write(f"{len(outcomes) - len(failed)} matched, {len(failed)} mismatched\n")
+    return 0 if not failed else 1
+
+
+def _help_lines(probe_url: str, control_url: str) -> list[str]:
+    return [
+        f"probe: {probe_url}/metrics  {probe_url}/verdict  {probe_url}/events",
+        f"inject: curl -X POST {control_url}/lab/fault/TARGET/FAULT   "
+        f"clear: curl -X DELETE {control_url}/lab/fault/TARGET (or all)",
+        "targets: " + "; ".join(f"{t}: {', '.join(f)}" for t, f in TARGETS.items()),
+        f"e.g. curl -X POST {control_url}/lab/fault/edge/blackhole  ·  Ctrl-C stops the lab",
+    ]
+
+
+async def _interactive(lab: Lab, control_listen: str, recent: collections.deque[str],
+                       out: TextIO) -> int:
+    assert lab.probe is not None and lab.parts is not None
+    control = LabControl(lab.parts)
+    host, port = parse_listen(control_listen)
+    probe_url = f"http://{lab.probe.config.listen_address[0]}:{lab.probe.port}"
+    help_lines: list[str] = []
+    runner = web.AppRunner(
+        make_control_app(control, lambda: "\n".join(help_lines)), access_log=None,
+        handle_signals=False, shutdown_timeout=0.5,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        out.write(f"lab: cannot listen on {control_listen} for the control API: {err.strerror}\n")
+        return 1
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    help_lines.extend(_help_lines(probe_url, f"http://{host}:{bound}"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tty = out.isatty()
+    if not tty:
+        out.write("\n".join(help_lines) + "\n")
+    try:
+        while not stop.is_set():
+            if tty:
+                faults = ", ".join(f"{t}={f}" for t, f in control.active.items()) or "none"
+                footer = [f"faults: {faults}", "", "recent events:", *recent, "", *help_lines]
+                out.write(CLEAR_SCREEN + render(lab.probe, ["t3probe lab"], footer) + "\n")
+            out.flush()
+            try:
+                await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
+            except TimeoutError:
+                pass
+    finally:
+        control.clear_all()
+        await runner.cleanup()
+    return 0
+
+
+async def _main(scenario: str | None, listen: str, control_listen: str, out: TextIO) -> int:
+    recent: collections.deque[str] = collections.deque(maxlen=RECENT_EVENTS)
+    tty = out.isatty()
+
+    def on_line(line: str) -> None:
+        text = event_text(json.loads(line))
+        recent.append(text)
+        if scenario is None and not tty:
+            out.write(text + "\n")
+            out.flush()
+
+    lab = Lab(listen, emit_line=on_line)
+    try:
+        await lab.start()
+    except OSError as err:
+        out.write(f"lab: cannot start: {err}\n")
+        return 1
+    try:
+        if scenario is not None:
+            return await _scripted(lab, scenario, out)
+        return await _interactive(lab, control_listen, recent, out)
+    finally:
+        await lab.stop()
+
+
+def run_lab(
+    scenario: str | None,
+    listen: str,
+    list_only: bool = False,
+    control: str = "127.0.0.1:9109",
+) -> int:
+    if list_only:
+        return _list_scenarios(sys.stdout)
+    if scenario is not None:
+        try:
+            select(scenario)
+        except KeyError:
+            names = ", ".join(s.name for s in SCENARIOS)
+            print(f"t3probe lab: unknown scenario {scenario!r}; choose all or one of: {names}",
+                  file=sys.stderr)
+            return 2
+    for flag, value in (("--listen", listen), ("--control", control)):
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            print(f"t3probe lab: {flag}: {err}", file=sys.stderr)
+            return 2
+    return asyncio.run(_main(scenario, listen, control, sys.stdout))
