@@ -24,7 +24,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, None]:
     outcome = yield
-    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    report: pytest.TestReport = outcome.get_result()
     if IN_CI and report.skipped:
         # Under CI a skip hides a missing install step: it must fail loudly instead.
         report.outcome = "failed"

@@ -115,7 +115,7 @@ async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:
     async with running_probe(config) as probe:
         await probe.wait_for("ws", "up")
         # Freeze the loop itself, as swap-thrashing the probe's host would.
-        time.sleep(config.watchdog_seconds * 1.5)
+        time.sleep(config.watchdog_seconds * 1.5)  # noqa: ASYNC251 - the stall is the point
         down = await probe.wait_for("ws", "down")
         assert down.reason is Reason.PROBE_STALL
         assert probe.probe.recorder.refresh_verdict().verdict == "probe_unhealthy"

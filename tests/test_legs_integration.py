@@ -144,7 +144,7 @@ async def test_pinned_resolver_keeps_sni_and_host_of_the_url(pki: Pki) -> None:
     def remember_sni(sock: object, name: str | None, context: object) -> None:
         seen["sni"] = name
 
-    server_context.sni_callback = remember_sni  # type: ignore[assignment]
+    server_context.sni_callback = remember_sni
 
     async def echo(connection: ws_server.ServerConnection) -> None:
         seen["host"] = connection.request.headers["Host"] if connection.request else None

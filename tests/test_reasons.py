@@ -8,6 +8,7 @@ import ssl
 import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
+from yarl import URL
 
 from t3probe.reasons import NON_PATH_REASONS, Phase, ProbeFailure, Reason, classify
 
@@ -32,7 +33,7 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
         Reason.RESET,
     ),
     ("unreachable", _connector_error(OSError(113, "no route")), "connect", Reason.IO_ERROR),
-    ("connect timeout", asyncio.TimeoutError(), "connect", Reason.CONNECT_TIMEOUT),
+    ("connect timeout", TimeoutError(), "connect", Reason.CONNECT_TIMEOUT),
     ("handshake timeout", TimeoutError(), "handshake", Reason.CONNECT_TIMEOUT),
     ("session timeout", TimeoutError(), "session", Reason.RTT_TIMEOUT),
     (
@@ -51,7 +52,7 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
     (
         "upgrade rejected",
         aiohttp.WSServerHandshakeError(
-            aiohttp.RequestInfo(aiohttp.client_reqrep.URL("ws://x/"), "GET", {}),  # type: ignore[arg-type]
+            aiohttp.RequestInfo(URL("ws://x/"), "GET", {}),  # type: ignore[arg-type]
             (),
             status=503,
         ),

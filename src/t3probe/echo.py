@@ -40,9 +40,11 @@ __all__ = [
     "ECHO_HEADER",
     "EchoLimits",
     "EchoServer",
+    "TokenBucket",
     "make_echo_app",
     "make_echo_runner",
     "serve_echo",
+    "valid_close_code",
 ]
 
 WS_PATH = "/probe/ws"
@@ -127,7 +129,8 @@ class _EchoState:
     async def close_all(self, code: int, reason: str) -> None:
         if not valid_close_code(code):
             raise ValueError(f"close code {code} cannot be sent on the wire")
-        message = reason.encode()[:123]  # a close frame's payload is capped at 125 bytes
+        # A close frame's payload is capped at 125 bytes; cut on a character boundary.
+        message = reason.encode()[:123].decode(errors="ignore").encode()
         closers = []
         for conn in list(self.conns):
             if conn.closer is None and not conn.ws.closed:

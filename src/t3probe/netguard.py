@@ -65,7 +65,7 @@ def install() -> None:
 
     def guarded_sendto(self: socket.socket, data: Any, *args: Any) -> int:
         _check(args[-1])
-        return original_sendto(self, data, *args)  # type: ignore[call-overload,no-any-return]
+        return original_sendto(self, data, *args)
 
     original_getaddrinfo = socket.getaddrinfo
 
@@ -76,6 +76,6 @@ def install() -> None:
         return original_getaddrinfo(host, *args, **kwargs)
 
     socket.getaddrinfo = guarded_getaddrinfo
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign,assignment]
     socket.socket.sendto = guarded_sendto  # type: ignore[method-assign,assignment]

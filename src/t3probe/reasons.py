@@ -87,7 +87,7 @@ def classify(exc: BaseException, phase: Phase) -> Classified:
     return Classified(reason, detail)
 
 
-def _classify_reason(exc: BaseException, phase: Phase) -> Reason:  # noqa: PLR0911
+def _classify_reason(exc: BaseException, phase: Phase) -> Reason:
     # Order matters: aiohttp's TLS errors subclass its connector errors, and
     # asyncio.TimeoutError is TimeoutError which is an OSError.
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):

@@ -44,7 +44,7 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             failure = Classified(Reason.INTERNAL_ERROR, "leg session returned without failing")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - isolation is this loop's whole job
+        except Exception as exc:
             failure = classify(exc, leg.progress.phase)
             if failure.reason is Reason.INTERNAL_ERROR:
                 log.exception("leg %s: internal error; restarting the leg", name)
@@ -54,6 +54,6 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             backoff.reset()
         try:
             ctx.recorder.leg_down(name, failure, age)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("leg %s: recording a drop failed", name)
         await asyncio.sleep(backoff.next_delay())

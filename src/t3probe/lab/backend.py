@@ -238,7 +238,7 @@ async def serve_backend(
 ) -> BackendServer:
     """Start the backend on ``host:port`` (0 picks a port); bind errors propagate."""
     # A short shutdown: open trickles end within one tick once the fault is cleared.
-    runner = web.AppRunner(make_backend_app(), shutdown_timeout=1.0)
+    runner = web.AppRunner(make_backend_app(), shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:

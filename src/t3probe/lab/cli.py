@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
+import logging
 import signal
 import sys
 from typing import TextIO
@@ -45,20 +47,25 @@ async def _scripted(lab: Lab, name: str, out: TextIO) -> int:
     if not await _wait_until_all_up(lab):
         out.write("lab: the legs did not all come up; cannot run scenarios\n")
         return 1
-    out.write(f"{'scenario':<18}{'phase':<10}{'expected':<40}{'observed':<40}result\n")
+    out.write(f"{'scenario':<18}{'phase':<10}{'expected':<46} {'observed':<46} result\n")
     outcomes: list[Outcome] = []
     for scenario in scenarios:
         for outcome in await run_scenario(scenario, lab.parts, lab.probe.recorder):
             outcomes.append(outcome)
             result = "ok" if outcome.matched else "MISMATCH"
             out.write(
-                f"{outcome.scenario:<18}{outcome.phase:<10}{outcome.expected:<40}"
-                f"{outcome.observed:<40}{result} ({outcome.seconds:.1f}s)\n"
+                f"{outcome.scenario:<18}{outcome.phase:<10}{outcome.expected:<46} "
+                f"{outcome.observed:<46} {result} ({outcome.seconds:.1f}s)\n"
             )
             out.flush()
     failed = [o for o in outcomes if not o.matched]
     out.write(f"{len(outcomes) - len(failed)} matched, {len(failed)} mismatched\n")
     return 0 if not failed else 1
+
+
+def _bound_port(site: web.TCPSite, requested: int) -> int:
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else requested
 
 
 def _help_lines(probe_url: str, control_url: str) -> list[str]:
@@ -71,16 +78,19 @@ def _help_lines(probe_url: str, control_url: str) -> list[str]:
     ]
 
 
-async def _interactive(lab: Lab, control_listen: str, recent: collections.deque[str],
-                       out: TextIO) -> int:
+async def _interactive(
+    lab: Lab, control_listen: str, recent: collections.deque[str], out: TextIO
+) -> int:
     assert lab.probe is not None and lab.parts is not None
     control = LabControl(lab.parts)
     host, port = parse_listen(control_listen)
     probe_url = f"http://{lab.probe.config.listen_address[0]}:{lab.probe.port}"
     help_lines: list[str] = []
     runner = web.AppRunner(
-        make_control_app(control, lambda: "\n".join(help_lines)), access_log=None,
-        handle_signals=False, shutdown_timeout=0.5,
+        make_control_app(control, lambda: "\n".join(help_lines)),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=0.5,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -90,7 +100,7 @@ async def _interactive(lab: Lab, control_listen: str, recent: collections.deque[
         await runner.cleanup()
         out.write(f"lab: cannot listen on {control_listen} for the control API: {err.strerror}\n")
         return 1
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = _bound_port(site, port)
     help_lines.extend(_help_lines(probe_url, f"http://{host}:{bound}"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -106,10 +116,8 @@ async def _interactive(lab: Lab, control_listen: str, recent: collections.deque[
                 footer = [f"faults: {faults}", "", "recent events:", *recent, "", *help_lines]
                 out.write(CLEAR_SCREEN + render(lab.probe, ["t3probe lab"], footer) + "\n")
             out.flush()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
-            except TimeoutError:
-                pass
     finally:
         control.clear_all()
         await runner.cleanup()
@@ -154,8 +162,10 @@ def run_lab(
             select(scenario)
         except KeyError:
             names = ", ".join(s.name for s in SCENARIOS)
-            print(f"t3probe lab: unknown scenario {scenario!r}; choose all or one of: {names}",
-                  file=sys.stderr)
+            print(
+                f"t3probe lab: unknown scenario {scenario!r}; choose all or one of: {names}",
+                file=sys.stderr,
+            )
             return 2
     for flag, value in (("--listen", listen), ("--control", control)):
         try:
@@ -163,4 +173,6 @@ def run_lab(
         except ValueError as err:
             print(f"t3probe lab: {flag}: {err}", file=sys.stderr)
             return 2
+    # Per-request access lines from the lab's own servers would bury the live view.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return asyncio.run(_main(scenario, listen, control, sys.stdout))

@@ -1,7 +1,7 @@
 """Hand-driven fault injection for the live lab: a tiny HTTP API on loopback.
 
-    curl -X POST   http://127.0.0.1:9109/lab/fault/edge/blackhole
-    curl -X DELETE http://127.0.0.1:9109/lab/fault/edge
+curl -X POST   http://127.0.0.1:9109/lab/fault/edge/blackhole
+curl -X DELETE http://127.0.0.1:9109/lab/fault/edge
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class LabControl:
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
         if fault not in TARGETS[target]:
-            raise ValueError(f"{target} has no fault {fault!r}; it has {', '.join(TARGETS[target])}")
+            raise ValueError(
+                f"{target} has no fault {fault!r}; it has {', '.join(TARGETS[target])}"
+            )
         parts = self._parts
         if target in ("edge", "lb"):
             proxy = parts.edge if target == "edge" else parts.lb

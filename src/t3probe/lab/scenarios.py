@@ -137,26 +137,76 @@ def _rtt_at_least(leg: str, seconds: float) -> Check:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("baseline", "no fault: every leg up", _no_fault, "infra_clean"),
-    Scenario("cdn_blackhole", "the CDN edge forwards nothing (sockets stay open)",
-             _edge_blackhole, "suspect", CDN),
-    Scenario("cdn_reset", "the CDN edge resets every connection (tunnel restart)",
-             _edge_reset, "suspect", CDN),
-    Scenario("lb_refuse", "the internal LB refuses connections (ingress pods gone)",
-             _lb_refuse, "suspect", LB_OR_DISPATCH),
-    Scenario("lb_half_open", "the LB forwards requests but no answers",
-             _lb_half_open, "suspect", LB_OR_DISPATCH),
-    Scenario("dispatch_restart", "dispatch closes every WebSocket with 1012",
-             _dispatch_restart, "suspect", LB_OR_DISPATCH),
-    Scenario("backend_stall", "the backend process stops answering (event-loop freeze)",
-             _backend_stall, "suspect", ("t3serve",)),
-    Scenario("two_faults", "CDN blackhole and backend stall at once",
-             _cdn_and_backend, "suspect", (*CDN, "t3serve")),
-    Scenario("doh_down", "DoH unreachable while the CDN leg reconnects: stale answer served",
-             _doh_down, "infra_clean", check=_stale_answer_served),
-    Scenario("doh_lie", "DoH answers the LB's address (split-horizon collapse)",
-             _doh_lie, "unknown", check=_leg_is("cloudflare", up=False, reason="route_mismatch")),
-    Scenario("latency", "100 ms added at the CDN edge: slow is not down",
-             _edge_latency, "infra_clean", check=_rtt_at_least("cloudflare", 0.1)),
+    Scenario(
+        "cdn_blackhole",
+        "the CDN edge forwards nothing (sockets stay open)",
+        _edge_blackhole,
+        "suspect",
+        CDN,
+    ),
+    Scenario(
+        "cdn_reset",
+        "the CDN edge resets every connection (tunnel restart)",
+        _edge_reset,
+        "suspect",
+        CDN,
+    ),
+    Scenario(
+        "lb_refuse",
+        "the internal LB refuses connections (ingress pods gone)",
+        _lb_refuse,
+        "suspect",
+        LB_OR_DISPATCH,
+    ),
+    Scenario(
+        "lb_half_open",
+        "the LB forwards requests but no answers",
+        _lb_half_open,
+        "suspect",
+        LB_OR_DISPATCH,
+    ),
+    Scenario(
+        "dispatch_restart",
+        "dispatch closes every WebSocket with 1012",
+        _dispatch_restart,
+        "suspect",
+        LB_OR_DISPATCH,
+    ),
+    Scenario(
+        "backend_stall",
+        "the backend process stops answering (event-loop freeze)",
+        _backend_stall,
+        "suspect",
+        ("t3serve",),
+    ),
+    Scenario(
+        "two_faults",
+        "CDN blackhole and backend stall at once",
+        _cdn_and_backend,
+        "suspect",
+        (*CDN, "t3serve"),
+    ),
+    Scenario(
+        "doh_down",
+        "DoH unreachable while the CDN leg reconnects: stale answer served",
+        _doh_down,
+        "infra_clean",
+        check=_stale_answer_served,
+    ),
+    Scenario(
+        "doh_lie",
+        "DoH answers the LB's address (split-horizon collapse)",
+        _doh_lie,
+        "unknown",
+        check=_leg_is("cloudflare", up=False, reason="route_mismatch"),
+    ),
+    Scenario(
+        "latency",
+        "100 ms added at the CDN edge: slow is not down",
+        _edge_latency,
+        "infra_clean",
+        check=_rtt_at_least("cloudflare", 0.1),
+    ),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
@@ -194,9 +244,7 @@ async def _await_verdict(
     return False, observed, loop.time() - started
 
 
-async def run_scenario(
-    scenario: Scenario, parts: LabParts, recorder: Recorder
-) -> list[Outcome]:
+async def run_scenario(scenario: Scenario, parts: LabParts, recorder: Recorder) -> list[Outcome]:
     outcomes = []
     expected = _describe(scenario.verdict, scenario.suspects)
     with contextlib.ExitStack() as stack:

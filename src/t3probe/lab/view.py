@@ -54,7 +54,10 @@ def render(probe: Probe, header: Iterable[str], footer: Iterable[str]) -> str:
 
 def event_text(payload: dict[str, Any]) -> str:
     """One JSON event line as a human-readable line for non-terminal output."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(payload["at"])) + f".{int(payload['at'] * 1000) % 1000:03d}"
+    stamp = (
+        time.strftime("%H:%M:%S", time.localtime(payload["at"]))
+        + f".{int(payload['at'] * 1000) % 1000:03d}"
+    )
     if payload.get("kind") == "verdict":
         return f"{stamp} {verdict_line(payload)}"
     reason = f" {payload['reason']}" if payload.get("reason") else ""

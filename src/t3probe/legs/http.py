@@ -69,7 +69,8 @@ class HttpLeg:
             if self.progress.phase in ("dns", "connect"):
                 raise ProbeFailure(
                     Reason.CONNECT_TIMEOUT,
-                    f"no answer after {ctx.probe.watchdog_seconds:g}s (phase {self.progress.phase})",
+                    f"no connection after {ctx.probe.watchdog_seconds:g}s"
+                    f" (phase {self.progress.phase})",
                 ) from err
             raise stall_or_timeout(ctx, f"GET took over {ctx.probe.watchdog_seconds:g}s") from err
         ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)

@@ -58,6 +58,9 @@ class WebSocketLeg:
             self._ws = None
             await session.close()
 
+    async def close(self) -> None:
+        return None  # every session owns and closes its own client session
+
     async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         ctx = self._ctx
         started = time.perf_counter()
