@@ -165,6 +165,7 @@ class Recorder:
                     "up": record.state == "up",
                     "state": record.state,
                     "status": str(verdict.leg_status.get(name, "unknown")),
+                    "segments": list(record.segments),
                     "reason": None if record.reason is None else str(record.reason),
                     "since": round(record.since, 3),
                     "last_rtt_seconds": record.last_rtt,
