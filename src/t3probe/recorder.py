@@ -136,13 +136,18 @@ class Recorder:
             )
         for name in ("infra_clean", "suspect", "probe_unhealthy", "unknown"):
             self._metrics.verdict.labels(verdict=name).set(1 if name == verdict.verdict else 0)
-        if (verdict.verdict, verdict.suspects) != (previous.verdict, previous.suspects):
+        if (verdict.verdict, verdict.suspects, verdict.unexplained) != (
+            previous.verdict,
+            previous.suspects,
+            previous.unexplained,
+        ):
             self._emit(
                 {
                     "kind": "verdict",
                     "at": round(now, 3),
                     "verdict": verdict.verdict,
                     "suspects": list(verdict.suspects),
+                    "unexplained": list(verdict.unexplained),
                     "previous": previous.verdict,
                 }
             )

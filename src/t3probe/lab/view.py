@@ -32,6 +32,8 @@ def verdict_line(verdict: dict[str, Any]) -> str:
     text = f"verdict: {verdict['verdict']}"
     if suspects:
         text += " → " + ", ".join(suspects)
+    if verdict.get("unexplained"):
+        text += f"  (unexplained failing legs: {', '.join(verdict['unexplained'])})"
     if verdict.get("unobserved"):
         text += f"  (unobserved: {', '.join(verdict['unobserved'])})"
     return text
