@@ -93,13 +93,26 @@ def _parser() -> argparse.ArgumentParser:
         " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
         " 1: the source could not be queried.",
     )
-    attribute.add_argument("--at", required=True, metavar="TIME")
-    attribute.add_argument("--window", type=float, metavar="SECONDS")
-    attribute.add_argument("--tz", default="UTC", metavar="ZONE")
+    attribute.add_argument(
+        "--at",
+        required=True,
+        metavar="TIME",
+        help="when the user dropped: RFC 3339, HH:MM[:SS] (today in --tz), a unix"
+        " timestamp, or relative like -15m / -2h",
+    )
+    attribute.add_argument(
+        "--window",
+        type=float,
+        metavar="SECONDS",
+        help="evidence window, mostly before TIME (default 60: the watchdog plus a margin)",
+    )
+    attribute.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="zone for HH:MM times (default UTC)"
+    )
     source = attribute.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prometheus", metavar="URL")
-    source.add_argument("--events", metavar="URL")
-    attribute.add_argument("--json", action="store_true")
+    source.add_argument("--prometheus", metavar="URL", help="Prometheus scraping the probe")
+    source.add_argument("--events", metavar="URL", help="a live probe's base or /events URL")
+    attribute.add_argument("--json", action="store_true", help="one JSON object instead")
     return parser
 
 
@@ -131,10 +144,27 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
+def _join_relative_times(argv: Sequence[str]) -> list[str]:
+    """Let ``--at -15m`` work: argparse would read ``-15m`` as an unknown option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        if arg == "--at" and following.startswith("-"):
+            joined.append(f"--at={following}")
+            index += 2
+            continue
+        joined.append(arg)
+        index += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("T3PROBE_LOOPBACK_ONLY") == "1":
         netguard.install()
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_join_relative_times(raw))
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

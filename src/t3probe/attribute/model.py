@@ -32,7 +32,7 @@ class SourceError(Exception):
 class TimePoint:
     """A reported time; ``resolution`` is how much later the moment may really be.
 
-    "14:03" names the whole minute 14:03:00–14:03:59, so its resolution is 60 s.
+    "14:03" names the whole minute 14:03:00 to 14:03:59, so its resolution is 60 s.
     """
 
     at: float

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from t3probe.attribute.model import Evidence, LegEvidence
-from t3probe.attribution import LegObservation, LegStatus, Verdict, VerdictName, attribute
-from t3probe.reasons import NON_PATH_REASONS, Reason
+from t3probe.attribution import LegObservation, LegStatus, VerdictName, attribute
+from t3probe.reasons import Reason
 
 Outcome = Literal["clean", "infra_fault", "no_data"]
 
@@ -72,19 +72,20 @@ def judge(evidence: Evidence) -> Finding:
         return Finding(
             "infra_fault",
             "suspect",
-            _fault_sentence(evidence, engine, suspects, failing),
+            _fault_sentence(evidence, suspects, failing),
             suspects=suspects,
             failing=failing,
             leg_status=statuses,
         )
-    if engine.verdict == "infra_clean":
+    # A leg that was down for a reason saying nothing about the path (dns_failed) is
+    # healthy to the engine once it is back, but it measured nothing meanwhile.
+    if engine.verdict == "infra_clean" and all(leg.connected_throughout for leg in evidence.legs):
         return Finding("clean", engine.verdict, CLEAN_SENTENCE, leg_status=statuses)
-    return Finding("no_data", engine.verdict, _unknown_sentence(evidence), leg_status=statuses)
+    # The engine may call that infra_clean; without full coverage it is not.
+    return Finding("no_data", "unknown", _unknown_sentence(evidence), leg_status=statuses)
 
 
-def _fault_sentence(
-    evidence: Evidence, engine: Verdict, suspects: tuple[str, ...], failing: tuple[str, ...]
-) -> str:
+def _fault_sentence(evidence: Evidence, suspects: tuple[str, ...], failing: tuple[str, ...]) -> str:
     failing_text = f" (failing: {_names(failing)})" if failing else ""
     if suspects:
         noun = "segment" if len(suspects) == 1 else "segments"
@@ -102,17 +103,15 @@ def _fault_sentence(
 def _unknown_sentence(evidence: Evidence) -> str:
     unobserved = [leg.name for leg in evidence.legs if leg.state == "unknown"]
     non_path = [
-        leg.name
-        for leg in evidence.legs
-        if leg.state == "down" and (leg.reason is None or leg.reason in NON_PATH_REASONS)
+        leg.name for leg in evidence.legs if leg.state != "unknown" and not leg.connected_throughout
     ]
     parts = []
     if unobserved:
         parts.append(f"{_names(unobserved)} not observed through the whole window")
     if non_path:
         parts.append(
-            f"{_names(non_path)} down for a reason that says nothing about the path"
-            " or that lies before the window"
+            f"{_names(non_path)} down in the window for a reason that says nothing about"
+            " the path or that lies before the window"
         )
     detail = "; ".join(parts) or "the legs' states are unknown"
     return f"no verdict — {detail} (cannot exonerate)"

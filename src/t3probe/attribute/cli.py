@@ -1,0 +1,125 @@
+"""``t3probe attribute``: parse the request, ask the source, print, map to an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import time
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from t3probe.attribute import report, sources
+from t3probe.attribute.http import base_url
+from t3probe.attribute.model import BadInput, SourceError, SourceKind, Window, window_for
+from t3probe.attribute.timeparse import parse_offset, parse_time
+from t3probe.attribute.verdict import Outcome, judge
+
+EXIT_CLEAN = 0
+EXIT_SOURCE_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFRA_FAULT = 3
+EXIT_NO_DATA = 4
+EXIT_CODES: dict[Outcome, int] = {
+    "clean": EXIT_CLEAN,
+    "infra_fault": EXIT_INFRA_FAULT,
+    "no_data": EXIT_NO_DATA,
+}
+# Every request has its own deadline; this bounds the whole answer, queued requests included.
+OVERALL_DEADLINE_SECONDS = 60.0
+_LOCALTIME = Path("/etc/localtime")
+
+
+@dataclass(frozen=True)
+class Request:
+    window: Window
+    tz: dt.tzinfo
+    source: SourceKind
+    url: str
+    as_json: bool
+
+
+def load_zone(name: str) -> dt.tzinfo:
+    """An IANA zone, ``UTC``, ``local`` or a fixed ``+HH:MM`` offset."""
+    offset = parse_offset(name)
+    if offset is not None:
+        return offset
+    if name == "local":
+        if _LOCALTIME.exists():
+            with _LOCALTIME.open("rb") as file:
+                return zoneinfo.ZoneInfo.from_file(file, key="localtime")
+        local = dt.datetime.now().astimezone().tzinfo
+        return local if local is not None else dt.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadInput(
+            f"--tz {name!r} is not a time zone: use an IANA name (Europe/Berlin), UTC,"
+            " local or an offset (+02:00)"
+        ) from None
+
+
+def build_request(args: argparse.Namespace, now: float) -> Request:
+    tz = load_zone(args.tz)
+    point = parse_time(args.at, now, tz)
+    window = window_for(point, args.window, now)
+    if args.prometheus is not None:
+        return Request(
+            window, tz, "prometheus", base_url(args.prometheus, "--prometheus"), args.json
+        )
+    if args.events is None:
+        raise BadInput("give --prometheus URL or --events URL")
+    # The runbook shows the /events URL itself; the probe's base URL works as well.
+    url = base_url(args.events, "--events", strip_suffixes=("/events", "/verdict"))
+    return Request(window, tz, "events", url, args.json)
+
+
+async def attribute_command(
+    args: argparse.Namespace,
+    *,
+    now: float | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """The whole command as a coroutine, for callers that already run an event loop."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    as_json = bool(getattr(args, "json", False))
+    started = time.time() if now is None else now
+    try:
+        request = build_request(args, started)
+    except BadInput as problem:
+        return _fail(EXIT_BAD_INPUT, str(problem), as_json, out, err)
+    collect = sources.from_prometheus if request.source == "prometheus" else sources.from_events
+    try:
+        async with asyncio.timeout(OVERALL_DEADLINE_SECONDS):
+            evidence = await collect(request.url, request.window, started)
+    except TimeoutError:
+        message = f"{request.url} did not answer within {OVERALL_DEADLINE_SECONDS:g} s"
+        return _fail(EXIT_SOURCE_ERROR, message, as_json, out, err)
+    except SourceError as problem:
+        return _fail(EXIT_SOURCE_ERROR, str(problem), as_json, out, err)
+    finding = judge(evidence)
+    code = EXIT_CODES[finding.outcome]
+    if request.as_json:
+        document = report.as_json(evidence, finding, code, request.tz)
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(report.text(evidence, finding, request.tz))
+    return code
+
+
+def _fail(code: int, message: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    err.write(f"t3probe attribute: {message}\n")
+    if as_json:
+        # Scripts reading stdout get an object either way.
+        out.write(json.dumps({"outcome": "error", "exit_code": code, "error": message}) + "\n")
+    return code
+
+
+def run_attribute(args: argparse.Namespace) -> int:
+    return asyncio.run(attribute_command(args))

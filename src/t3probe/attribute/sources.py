@@ -1,0 +1,79 @@
+"""Asking a source about a window: Prometheus' HTTP API, or a probe's /events + /verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from t3probe.attribute import events as events_evidence
+from t3probe.attribute import promql
+from t3probe.attribute.http import get_json, session
+from t3probe.attribute.model import Evidence, SourceError, Window
+from t3probe.attribute.prometheus import PrometheusAPI
+
+# /events holds at most event_buffer_size (≤ 100 000) small objects.
+MAX_EVENTS_BYTES = 32 * 1024 * 1024
+MAX_VERDICT_BYTES = 4 * 1024 * 1024
+
+
+async def from_prometheus(base: str, window: Window, now: float) -> Evidence:
+    async with session() as client:
+        api = PrometheusAPI(client, base)
+        data, warnings = await api.query(promql.connected_query(window), window.end)
+        connected = promql.parse_matrix(data)
+        interval = promql.scrape_interval(connected)
+        reach_back = interval or 0.0
+        wanted = {
+            "drops": (promql.drops_query(window, reach_back), window.end),
+            "drop_times": (promql.drop_times_query(window, reach_back), window.end),
+            "restarts": (promql.restarts_query(window, reach_back), window.end),
+            "suspects": (promql.suspects_query(window), window.end),
+        }
+        for quantile in promql.QUANTILES:
+            query = promql.rtt_query(window, quantile)
+            wanted[f"before{quantile}"] = (query, window.start)
+            wanted[f"during{quantile}"] = (query, window.end)
+        if not connected:
+            wanted["present"] = (promql.PRESENCE_QUERY, now)
+        names = list(wanted)
+        answers = await asyncio.gather(*(api.query(*wanted[name]) for name in names))
+    results: dict[str, Any] = {}
+    all_warnings = list(warnings)
+    for name, (result, more) in zip(names, answers, strict=True):
+        results[name] = result
+        all_warnings.extend(more)
+    present = promql.parse_vector(results["present"]) if "present" in results else None
+    parsed = promql.PrometheusAnswers(
+        connected=connected,
+        drops=promql.parse_vector(results["drops"]),
+        drop_times=promql.parse_matrix(results["drop_times"]),
+        restarts=promql.parse_vector(results["restarts"]),
+        rtt_before={q: promql.parse_vector(results[f"before{q}"]) for q in promql.QUANTILES},
+        rtt_during={q: promql.parse_vector(results[f"during{q}"]) for q in promql.QUANTILES},
+        suspects=promql.parse_vector(results["suspects"]),
+        warnings=tuple(dict.fromkeys(all_warnings)),
+        present_now=None if present is None else int(sum(s.value for s in present)),
+    )
+    return promql.evidence(base, window, parsed)
+
+
+async def from_events(base: str, window: Window, now: float) -> Evidence:
+    async with session() as client:
+        # /verdict first: a change landing between the two fetches then shows in /events.
+        verdict = await _probe_json(client, f"{base}/verdict", {}, MAX_VERDICT_BYTES)
+        events = await _probe_json(client, f"{base}/events", {}, MAX_EVENTS_BYTES)
+    return events_evidence.evidence(base, window, verdict, events, now)
+
+
+async def _probe_json(
+    client: aiohttp.ClientSession, url: str, params: dict[str, str], max_bytes: int
+) -> Any:
+    answer = await get_json(client, url, params, max_bytes=max_bytes, what="the probe")
+    if answer.status != 200 or answer.body is None:
+        snippet = answer.text[:200].strip()
+        raise SourceError(
+            f"{url} answered HTTP {answer.status}, not a t3probe JSON document: {snippet!r}"
+        )
+    return answer.body

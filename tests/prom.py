@@ -1,0 +1,172 @@
+"""A real Prometheus on loopback for tests: ``async with running_prometheus([...]) as prom``.
+
+Debian's ``prometheus`` binary scrapes the given loopback targets every second; the
+server is stopped by its PID (SIGTERM, then SIGKILL), never by name. Without the binary
+the test is skipped loudly, and the suite's conftest turns that skip into a failure
+under CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import TIME_UNIT
+
+READY_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+SCRAPE_INTERVAL = "1s"
+
+
+class Prometheus:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    async def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """The result list of an instant query; fails the test on an API error."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(f"{self.url}/api/v1/query", params=params) as response,
+        ):
+            body = await response.json()
+        assert body.get("status") == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    async def wait_for(self, expr: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Poll until ``expr`` returns something, e.g. until a target was scraped N times."""
+        async with asyncio.timeout(timeout * TIME_UNIT):
+            while True:
+                result = await self.query(expr)
+                if result:
+                    return result
+                await asyncio.sleep(0.25)
+
+
+def prometheus_binary() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip(
+            "!!! prometheus NOT FOUND: the attribute tests need a real Prometheus"
+            " (Debian: apt-get install prometheus; `make test` installs it when root) !!!"
+        )
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_config(path: Path, targets: Sequence[str], job: str, rule_files: Sequence[Path]) -> None:
+    for target in targets:
+        host = target.rpartition(":")[0]
+        # The suite talks to loopback only; Prometheus is a child the netguard cannot see.
+        assert host in ("127.0.0.1", "localhost", "[::1]"), f"non-loopback target {target}"
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": SCRAPE_INTERVAL,
+            "evaluation_interval": SCRAPE_INTERVAL,
+        },
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+    }
+    if rule_files:
+        config["rule_files"] = [str(rule) for rule in rule_files]
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def _spawn(binary: str, root: Path, port: int) -> subprocess.Popen[bytes]:
+    # A log file, not a pipe: nobody reads a pipe while tests run, and a full one blocks.
+    with (root / "prometheus.log").open("wb") as log_file:
+        return subprocess.Popen(
+            [
+                binary,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_SECONDS)
+
+
+async def _wait_ready(prom: Prometheus) -> None:
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_SECONDS * TIME_UNIT
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            if prom.process.poll() is not None:
+                raise RuntimeError(
+                    f"prometheus exited with {prom.process.returncode}:\n{prom.log_tail()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"{prom.url}/-/ready") as response:
+                    if response.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"prometheus not ready in time:\n{prom.log_tail()}")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_prometheus(
+    targets: Sequence[str],
+    *,
+    job: str = "t3probe",
+    rule_files: Sequence[Path] = (),
+) -> AsyncIterator[Prometheus]:
+    """Prometheus scraping ``targets`` (``127.0.0.1:PORT``) as ``job`` every second."""
+    binary = prometheus_binary()
+    with tempfile.TemporaryDirectory(prefix="t3probe-prom-") as tmp:
+        root = Path(tmp)
+        write_config(root / "prometheus.yml", targets, job, rule_files)
+        port = free_port()
+        process = _spawn(binary, root, port)
+        prom = Prometheus(process, port, root / "prometheus.log")
+        try:
+            await _wait_ready(prom)
+            yield prom
+        finally:
+            await asyncio.to_thread(_stop, process)

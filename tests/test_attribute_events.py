@@ -1,0 +1,188 @@
+"""``t3probe attribute --events`` against a live in-process probe and real peers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from t3probe.attribute.cli import attribute_command, run_attribute
+from t3probe.attribute.verdict import CLEAN_SENTENCE, NO_DATA_SENTENCE
+from t3probe.reasons import NON_PATH_REASONS, Reason
+from tests.conftest import TIME_UNIT
+from tests.harness import Peer, RunningProbe, leg, probe_config, running_probe
+from tests.prom import free_port
+
+PATH_REASONS = {str(reason) for reason in Reason if reason not in NON_PATH_REASONS}
+
+
+def namespace(at: str | float, **options: Any) -> argparse.Namespace:
+    """The Namespace src/t3probe/cli.py hands to run_attribute."""
+    values: dict[str, Any] = {
+        "at": str(at),
+        "window": None,
+        "tz": "UTC",
+        "prometheus": None,
+        "events": None,
+        "json": False,
+    }
+    values.update(options)
+    return argparse.Namespace(**values)
+
+
+async def invoke(args: argparse.Namespace) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await attribute_command(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def invoke_json(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    args.json = True
+    code, out, err = await invoke(args)
+    document: dict[str, Any] = json.loads(out)
+    assert document["exit_code"] == code, (document, err)
+    return code, document
+
+
+class Topology:
+    """Two peers: ``edge`` crosses wan+edge+core, ``core`` and ``backend`` only their own."""
+
+    def __init__(self, edge: Peer, core: Peer, probe: RunningProbe, started: float) -> None:
+        self.edge = edge
+        self.core = core
+        self.probe = probe
+        self.started = started
+
+    @property
+    def probe_url(self) -> str:
+        return f"http://127.0.0.1:{self.probe.probe.port}"
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    edge, core = await Peer().start(), await Peer().start()
+    config = probe_config(
+        [
+            leg("edge", f"ws://127.0.0.1:{edge.port}/probe/ws", segments=["wan", "edge", "core"]),
+            leg("core", f"ws://127.0.0.1:{core.port}/probe/ws", segments=["core"]),
+            leg("backend", f"http://127.0.0.1:{core.port}/ok", kind="http", segments=["backend"]),
+        ]
+    )
+    started = time.time()
+    try:
+        async with running_probe(config) as probe:
+            for name in ("edge", "core", "backend"):
+                await probe.wait_for(name, "up")
+            yield Topology(edge, core, probe, started)
+    finally:
+        await edge.stop()
+        await core.stop()
+
+
+async def inject_edge_fault(topology: Topology) -> float:
+    """Stop the edge peer; returns the time just before the fault."""
+    before = time.time()
+    after = len(topology.probe.events)
+    await topology.edge.stop()
+    await topology.probe.wait_for("edge", "down", after=after)
+    return before
+
+
+async def test_events_source_answers_clean_fault_and_no_data(topology: Topology) -> None:
+    await asyncio.sleep(1.0 * TIME_UNIT)
+    now = time.time()
+    code, out, err = await invoke(namespace(now - 0.1, window=0.4, events=topology.probe_url))
+    assert code == 0, out + err
+    assert out.rstrip().splitlines()[-1] == f"verdict: {CLEAN_SENTENCE}"
+
+    fault = await inject_edge_fault(topology)
+    await asyncio.sleep(0.3 * TIME_UNIT)
+    # The /events URL itself, as the runbook shows it, works as well as the base URL.
+    code, doc = await invoke_json(
+        namespace(fault + 0.2, window=1.0, events=f"{topology.probe_url}/events")
+    )
+    assert code == 3, doc
+    assert doc["outcome"] == "infra_fault" and doc["failing_legs"] == ["edge"]
+    legs = {leg["leg"]: leg for leg in doc["legs"]}
+    assert legs["edge"]["connected_throughout"] is False
+    assert legs["core"]["connected_throughout"] is True and legs["core"]["drops"] == {}
+    assert legs["backend"]["connected_throughout"] is True
+    drops = legs["edge"]["drop_events"]
+    assert drops and set(legs["edge"]["drops"]) <= PATH_REASONS
+    # /events places the drop to the millisecond, right after the peer went away.
+    assert fault <= drops[0]["at"]["unix"] <= fault + 1.0 * TIME_UNIT
+    # /verdict lists each leg's segments, so the probe's own engine names the suspects.
+    assert doc["suspects"] == ["wan", "edge"]
+    assert doc["summary"] == "infra fault — suspect segments wan, edge (failing: leg edge)"
+
+    code, out, _ = await invoke(
+        namespace(topology.started - 30, window=10, events=topology.probe_url)
+    )
+    assert code == 4
+    assert out.rstrip().splitlines()[-1] == f"verdict: {NO_DATA_SENTENCE}"
+
+
+async def test_events_source_through_the_sync_entry_point(topology: Topology) -> None:
+    fault = await inject_edge_fault(topology)
+    args = namespace(fault + 0.1, window=1.0, events=topology.probe_url)
+    # run_attribute owns its event loop; the probe keeps serving on this one meanwhile.
+    assert await asyncio.to_thread(run_attribute, args) == 3
+
+
+async def test_unreachable_probe_is_a_source_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await invoke(namespace("-1m", events=url))
+    assert code == 1
+    assert f"cannot reach the probe at {url}/verdict" in err
+
+
+def test_command_line_relative_time_and_unreachable_probe() -> None:
+    url = f"http://127.0.0.1:{free_port()}/events"
+    result = subprocess.run(
+        [sys.executable, "-m", "t3probe", "attribute", "--at=-1m", "--events", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(result.stdout)["outcome"] == "error"
+    assert "cannot reach the probe" in result.stderr
+
+
+async def test_a_peer_that_is_not_a_probe_is_a_source_error() -> None:
+    peer = await Peer().start()
+    try:
+        code, doc = await invoke_json(namespace("-1m", events=f"http://127.0.0.1:{peer.port}"))
+    finally:
+        await peer.stop()
+    assert code == 1 and doc["outcome"] == "error"
+    assert "answered HTTP 404" in doc["error"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"at": "yesterday-ish"}, "cannot parse TIME 'yesterday-ish'"),
+        ({"at": "25:00"}, "not a valid time of day"),
+        ({"tz": "Mars/Olympus"}, "--tz 'Mars/Olympus' is not a time zone"),
+        ({"window": 0.0}, "--window must be more than 0"),
+        ({"events": "ftp://127.0.0.1/events"}, "must be http:// or https://"),
+        ({"events": "http://127.0.0.1:99999"}, "is malformed"),
+    ],
+)
+async def test_bad_input_exits_2_before_asking_anything(
+    options: dict[str, Any], message: str
+) -> None:
+    values: dict[str, Any] = {"at": "-1m", "events": "http://127.0.0.1:1"}
+    values.update(options)
+    code, out, err = await invoke(namespace(**values))
+    assert code == 2 and out == ""
+    assert message in err, err
