@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import websockets.asyncio.server as ws_server
 
+from t3probe.lab.dohserver import DohServer
+from t3probe.lab.faultproxy import FaultProxy
 from t3probe.lab.pki import Pki, make_pki
 from t3probe.reasons import Reason
 from tests.conftest import TIME_UNIT
@@ -232,3 +234,97 @@ async def test_every_drop_and_recovery_is_a_json_line(peer: Peer) -> None:
     downs = [o for o in objects if o.get("kind") == "down"]
     assert downs and downs[0]["reason"] == "closed_by_peer" and downs[0]["close_code"] == 4000
     assert all(isinstance(o["at"], float) and round(o["at"], 3) == o["at"] for o in objects)
+
+
+@pytest.fixture
+async def proxied_peer(peer: Peer) -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", 0, "127.0.0.1", peer.port, name="path")
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_proxy_reset_is_reset_at_once(proxied_peer: FaultProxy) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{proxied_peer.port}/probe/ws")],
+        heartbeat_seconds=5,
+        watchdog_seconds=10,
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        injected = time.time()
+        with proxied_peer.reset():
+            down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.RESET
+        assert down.at - injected < 0.5 * TIME_UNIT
+
+
+async def test_proxy_blackhole_is_rtt_timeout_just_after_the_watchdog(
+    proxied_peer: FaultProxy,
+) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{proxied_peer.port}/probe/ws")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        await asyncio.sleep(0.3 * TIME_UNIT)
+        with proxied_peer.blackhole():
+            injected = time.time()
+            down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.RTT_TIMEOUT
+        # The watchdog counts from the last echo, which came at most a heartbeat earlier.
+        elapsed = down.at - injected
+        assert config.watchdog_seconds - config.heartbeat_seconds <= elapsed
+        assert elapsed < config.watchdog_seconds + 0.3 * TIME_UNIT
+        assert down.age_seconds is not None and down.age_seconds > 0
+
+
+async def test_proxy_refuse_is_connect_refused_once_down(proxied_peer: FaultProxy) -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{proxied_peer.port}/probe/ws")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        with proxied_peer.refuse():
+            first = await probe.wait_for("ws", "down")
+            refused = await probe.wait_for("ws", "down", after=probe.events.index(first) + 1)
+        assert first.reason is Reason.RESET
+        assert refused.reason is Reason.CONNECT_REFUSED
+        up = await probe.wait_for("ws", "up", after=probe.events.index(refused) + 1)
+        assert up.at > refused.at
+
+
+async def test_doh_outage_is_dns_failed_never_connect(pki: Pki, peer: Peer) -> None:
+    doh = DohServer({"t3.lab.test": ["127.0.0.1"]}, ttl=1)
+    await doh.start("127.0.0.1", 0, pki.server_context())
+    try:
+        resolver = {"kind": "doh", "servers": [doh.url], "ca_file": str(pki.ca_cert),
+                    "timeout_seconds": 0.2, "min_ttl_seconds": 0.1}  # fmt: skip
+        config = probe_config([leg("cdn", f"ws://t3.lab.test:{peer.port}/probe/ws",
+                                   resolver=resolver)])  # fmt: skip
+        with doh.down():
+            async with running_probe(config) as probe:
+                down = await probe.wait_for("cdn", "down")
+                assert down.reason is Reason.DNS_FAILED
+                assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
+                assert probe.probe.recorder.refresh_verdict().verdict == "unknown"
+    finally:
+        await doh.stop()
+
+
+async def test_stale_dns_answer_keeps_the_leg_measuring(pki: Pki, peer: Peer) -> None:
+    doh = DohServer({"t3.lab.test": ["127.0.0.1"]}, ttl=1)
+    await doh.start("127.0.0.1", 0, pki.server_context())
+    try:
+        resolver = {"kind": "doh", "servers": [doh.url], "ca_file": str(pki.ca_cert),
+                    "timeout_seconds": 0.2, "min_ttl_seconds": 0.1}  # fmt: skip
+        config = probe_config([leg("cdn", f"ws://t3.lab.test:{peer.port}/probe/ws",
+                                   resolver=resolver)])  # fmt: skip
+        async with running_probe(config) as probe:
+            await probe.wait_for("cdn", "up")
+            with doh.down():
+                await asyncio.sleep(1.2)  # the answer's TTL runs out
+                for ws in peer.sockets:
+                    await ws.close(code=1012)
+                first_down = await probe.wait_for("cdn", "down")
+                up = await probe.wait_for("cdn", "up", after=probe.events.index(first_down) + 1)
+            assert up.detail == "dns answer served stale"
+            assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
+    finally:
+        await doh.stop()
