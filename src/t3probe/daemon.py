@@ -28,7 +28,7 @@ from t3probe.supervisor import supervise
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_BUDGET_SECONDS = 4.0
+SHUTDOWN_BUDGET_SECONDS = 3.0
 VERDICT_REFRESH_SECONDS = 0.5
 
 

@@ -20,7 +20,7 @@ from t3probe.legs.dialing import check_peer, check_proof, open_session
 from t3probe.reasons import ProbeFailure, Reason, classify
 
 PAYLOAD_PREFIX = "t3probe "
-CLOSE_TIMEOUT_SECONDS = 2.0
+CLOSE_TIMEOUT_SECONDS = 1.5
 GOING_AWAY = 1001
 
 
