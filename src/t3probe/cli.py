@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import prometheus_client
+
 from t3probe import __version__, netguard
 
 EXIT_OK = 0
@@ -163,6 +165,8 @@ def _join_relative_times(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("T3PROBE_LOOPBACK_ONLY") == "1":
         netguard.install()
+    # *_created series double the exposition and no t3probe query or alert uses them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     raw = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(_join_relative_times(raw))
     logging.basicConfig(

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
@@ -36,11 +37,18 @@ class SystemResolverConfig(_Strict):
     kind: Literal["system"] = "system"
 
 
+def _address_text(value: Any) -> Any:
+    # YAML turns `true`/`1` into bool/int, which pydantic would read as 0.0.0.1.
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IP address (quote addresses as text)")
+    return value
+
+
 class PinnedResolverConfig(_Strict):
     """Connect to ``address`` while Host, SNI and certificate checks stay the URL's host."""
 
     kind: Literal["pinned"]
-    address: IPvAnyAddress
+    address: Annotated[IPvAnyAddress, BeforeValidator(_address_text)]
 
 
 class DohResolverConfig(_Strict):
@@ -85,7 +93,9 @@ class LegConfig(_Strict):
         Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None
     ) = None
     require_header: str | None = None
-    forbid_addresses: Annotated[list[IPvAnyNetwork], Field(max_length=64)] = []
+    forbid_addresses: Annotated[
+        list[Annotated[IPvAnyNetwork, BeforeValidator(_address_text)]], Field(max_length=64)
+    ] = []
 
     @field_validator("url")
     @classmethod

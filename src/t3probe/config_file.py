@@ -54,6 +54,9 @@ def load_config(path: Path | None) -> ProbeConfig:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        odd = [key for key in data if not isinstance(key, str)]
+        if odd:
+            raise ConfigError(f"{path}: top-level key {odd[0]!r} is not a config key name")
     try:
         return build_config(data)
     except ValidationError as err:

@@ -48,6 +48,7 @@ class Recorder:
         }
         self._websocket_legs = {leg.name for leg in config.legs if leg.kind == "websocket"}
         self._verdict = Verdict("unknown")
+        self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
 
     def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
@@ -61,7 +62,9 @@ class Recorder:
         self._emit(event.to_json())
         for listener in self._listeners:
             listener(event)
-        self.refresh_verdict()
+        # Recomputing over every leg per event would block the loop for seconds when a
+        # thousand legs drop together; the daemon refreshes twice a second instead.
+        self._verdict_stale = True
 
     def leg_up(self, leg: str, detail: str = "") -> None:
         record = self._legs[leg]
@@ -129,6 +132,7 @@ class Recorder:
         verdict = attribute(self.observations(), now, self._config.attribution_window_seconds)
         previous = self._verdict
         self._verdict = verdict
+        self._verdict_stale = False
         suspects = set(verdict.suspects)
         for segment in self._config.segments:
             self._metrics.segment_suspected.labels(segment=segment).set(
@@ -155,10 +159,10 @@ class Recorder:
 
     @property
     def verdict(self) -> Verdict:
-        return self._verdict
+        return self.refresh_verdict() if self._verdict_stale else self._verdict
 
     def verdict_json(self) -> dict[str, Any]:
-        verdict = self._verdict
+        verdict = self.verdict
         return {
             "verdict": verdict.verdict,
             "suspects": list(verdict.suspects),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -19,7 +20,8 @@ def make_app(
     ready: Callable[[], bool],
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        body = registry_exposition()
+        # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
+        body = await asyncio.get_running_loop().run_in_executor(None, registry_exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:

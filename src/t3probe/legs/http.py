@@ -62,7 +62,7 @@ class HttpLeg:
                 async with session.get(ctx.leg.url, allow_redirects=False) as response:
                     self.progress.phase = "session"
                     check_peer(ctx, _peername(response))
-                    await response.content.read(ctx.probe.max_http_body_bytes)
+                    await _read_bounded(response, ctx.probe.max_http_body_bytes)
                     status = response.status
         except TimeoutError as err:
             # Connected but unanswered is the process stalling, not a connect problem.
@@ -89,3 +89,17 @@ def _peername(response: aiohttp.ClientResponse) -> object:
     if connection is None or connection.transport is None:
         return None
     return connection.transport.get_extra_info("peername")
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> None:
+    """Read to the end or ``limit`` bytes: a body that never ends is a stalled process.
+
+    One ``read(limit)`` returns the first chunk that arrives, which would let a backend
+    that trickles forever look alive.
+    """
+    remaining = limit
+    while remaining > 0:
+        chunk = await response.content.read(remaining)
+        if not chunk:
+            return
+        remaining -= len(chunk)

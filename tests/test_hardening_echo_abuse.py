@@ -1,0 +1,358 @@
+"""Abuse of the echo at volume, while a healthy probe leg keeps using it.
+
+The echo runs as its own process (so its memory is its own, measured with psutil), with
+small caps so that they are reached quickly. test_echo.py covers each cap with one
+client; here many clients hit them at once, and the assertion that matters is the
+healthy leg: it stays up and its round trip stays low throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import psutil
+import pytest
+
+from t3probe.echo import EchoLimits
+from tests.conftest import TIME_UNIT
+from tests.harness import RunningProbe, leg, probe_config, running_probe
+
+MAX_CONNECTIONS = 150
+LIMITS = EchoLimits(
+    max_frame_bytes=4096,
+    messages_per_second=20.0,
+    burst=40,
+    max_connections=MAX_CONNECTIONS,
+    idle_timeout_seconds=30.0,
+    header_timeout_seconds=0.5 * TIME_UNIT,
+)
+# The healthy leg heartbeats every 0.2 units with a 0.6-unit watchdog; an RTT past this
+# would mean the abuse starved it, not the loopback.
+HEALTHY_RTT_LIMIT = 0.25 * TIME_UNIT
+ECHO_RSS_MARGIN_BYTES = 60 * 1024 * 1024
+ABUSE_SECONDS = 1.5 * TIME_UNIT
+MAX_WAVES = 200
+
+pytestmark = pytest.mark.timeout(90)
+
+ECHO_SCRIPT = """
+import asyncio, json, signal, sys
+from t3probe.echo import EchoLimits, serve_echo
+
+async def main() -> None:
+    server = await serve_echo("127.0.0.1", 0, EchoLimits(**json.loads(sys.argv[1])))
+    print(server.port, flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop()
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class Echo:
+    process: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def rss(self) -> int:
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/probe/ws"
+
+
+@dataclass
+class Healthy:
+    probe: RunningProbe
+    rtts: list[float] = field(default_factory=list)
+
+    def assert_unharmed(self) -> None:
+        downs = [e for e in self.probe.events if e.kind == "down"]
+        assert not downs, downs
+        assert len(self.rtts) >= 3, self.rtts
+        assert max(self.rtts) < HEALTHY_RTT_LIMIT, sorted(self.rtts)[-5:]
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[Echo]:
+    limits = {
+        name: getattr(LIMITS, name)
+        for name in (
+            "max_frame_bytes",
+            "messages_per_second",
+            "burst",
+            "max_connections",
+            "idle_timeout_seconds",
+            "header_timeout_seconds",
+        )
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ECHO_SCRIPT,
+        json.dumps(limits),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(10 * TIME_UNIT):
+            port = int(await process.stdout.readline())
+        yield Echo(process, port)
+    finally:
+        if process.returncode is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                os.kill(process.pid, signal.SIGKILL)
+                await process.wait()
+    assert process.returncode == 0
+
+
+@pytest.fixture
+async def healthy(echo: Echo) -> AsyncIterator[Healthy]:
+    config = probe_config([leg("healthy", echo.ws_url)])
+    async with running_probe(config) as probe:
+        handle = Healthy(probe)
+        original = probe.probe.recorder.observe_rtt
+
+        def observe_rtt(leg_name: str, seconds: float) -> None:
+            handle.rtts.append(seconds)
+            original(leg_name, seconds)
+
+        setattr(probe.probe.recorder, "observe_rtt", observe_rtt)  # noqa: B010
+        await probe.wait_for("healthy", "up")
+        await asyncio.sleep(0.3 * TIME_UNIT)
+        handle.rtts.clear()  # the figures that count are those taken under abuse
+        yield handle
+
+
+# --- a raw client, for what well-behaved libraries refuse to send ---------------------
+
+
+def client_frame(opcode: int, payload: bytes, declared: int | None = None) -> bytes:
+    length = len(payload) if declared is None else declared
+    head = bytes([0x80 | opcode])
+    if length < 126:
+        head += bytes([0x80 | length])
+    elif length < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
+    mask = b"\0\0\0\0"  # a zero mask is valid and keeps bulk payloads cheap to build
+    return head + mask + payload
+
+
+def upgrade_request(port: int) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /probe/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def upgraded(port: int) -> tuple[Raw, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(port))
+    head = await reader.readuntil(b"\r\n\r\n")
+    return (reader, writer), head
+
+
+async def close_code(reader: asyncio.StreamReader) -> int | None:
+    """The code of the server's close frame; None if the connection just ended."""
+    try:
+        while True:
+            b0, b1 = await reader.readexactly(2)
+            length = b1 & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await reader.readexactly(8))
+            payload = await reader.readexactly(length)
+            if b0 & 0x0F == 0x8:
+                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else None
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+async def shut(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def gather_all(jobs: list[Awaitable[None]]) -> None:
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
+
+
+async def in_waves(wave: Callable[[], Awaitable[None]], seconds: float = ABUSE_SECONDS) -> int:
+    """Repeat ``wave`` until ``seconds`` have passed, so the healthy leg heartbeats
+    several times under the abuse; returns the number of waves."""
+    deadline = time.monotonic() + seconds
+    for count in range(1, MAX_WAVES + 1):
+        await wave()
+        if time.monotonic() >= deadline:
+            return count
+    return MAX_WAVES
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, "not true in time"
+        await asyncio.sleep(0.05)
+
+
+# --- the abuse -----------------------------------------------------------------------
+
+
+async def test_flood_from_many_connections_is_cut_off_and_the_healthy_leg_unharmed(
+    echo: Echo, healthy: Healthy
+) -> None:
+    rss_before = echo.rss
+    flood = b"".join(client_frame(0x1, f"flood {i}".encode()) for i in range(500))
+    codes: list[int | None] = []
+
+    async def flooder() -> None:
+        (reader, writer), head = await upgraded(echo.port)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        try:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(4):
+                    writer.write(flood)
+                    await writer.drain()
+            async with asyncio.timeout(5 * TIME_UNIT):
+                codes.append(await close_code(reader))
+        finally:
+            await shut(writer)
+
+    # In waves: the cap on connections is not what this test is about.
+    await in_waves(lambda: gather_all([flooder() for _ in range(MAX_CONNECTIONS // 3)]))
+    # Every flooder was cut off for its rate (1008), none was served forever.
+    assert codes.count(1008) >= 0.9 * len(codes), codes
+    healthy.assert_unharmed()
+    assert echo.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
+
+
+async def test_connection_storm_hits_the_cap_and_the_healthy_leg_keeps_its_slot(
+    echo: Echo, healthy: Healthy
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+    statuses: list[bytes] = []
+
+    async def grab() -> None:
+        (_, writer), head = await upgraded(echo.port)
+        held.append(writer)
+        statuses.append(head.split(b" ", 2)[1])
+
+    async def refused() -> None:
+        (_, writer), head = await upgraded(echo.port)
+        await shut(writer)
+        assert head.startswith(b"HTTP/1.1 503"), head
+
+    try:
+        # The healthy leg holds one slot; twice the cap tries to take the rest at once.
+        await gather_all([grab() for _ in range(2 * MAX_CONNECTIONS)])
+        assert statuses.count(b"101") == MAX_CONNECTIONS - 1, sorted(set(statuses))
+        assert statuses.count(b"503") == MAX_CONNECTIONS + 1
+        # The storm goes on against the full server while the healthy leg heartbeats.
+        await in_waves(lambda: gather_all([refused() for _ in range(MAX_CONNECTIONS)]))
+        healthy.assert_unharmed()
+    finally:
+        for writer in held:
+            await shut(writer)
+
+    async def slot_free() -> bool:
+        async with aiohttp.ClientSession() as session:
+            with contextlib.suppress(aiohttp.WSServerHandshakeError):
+                async with session.ws_connect(echo.ws_url) as ws:
+                    await ws.send_str("freed")
+                    return await ws.receive_str(timeout=2) == "freed"
+        return False
+
+    await until(slot_free, 3 * TIME_UNIT)
+
+
+async def test_oversize_frames_in_bulk_are_refused_from_the_header(
+    echo: Echo, healthy: Healthy
+) -> None:
+    rss_before = echo.rss
+    body = b"x" * (256 * 1024)
+    codes: list[int | None] = []
+
+    async def oversize(declared: int) -> None:
+        (reader, writer), head = await upgraded(echo.port)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        try:
+            with contextlib.suppress(ConnectionError):
+                writer.write(client_frame(0x1, body, declared=declared))
+                await writer.drain()
+            async with asyncio.timeout(5 * TIME_UNIT):
+                codes.append(await close_code(reader))
+        finally:
+            await shut(writer)
+
+    # Announced sizes from just over the cap to 100 GB; 50 clients at once.
+    sizes = [LIMITS.max_frame_bytes + 1, 1 << 20, 100 << 20, 100 << 30] * 12 + [1 << 16] * 2
+    waves = await in_waves(lambda: gather_all([oversize(size) for size in sizes]))
+    assert codes.count(1009) == waves * len(sizes), codes
+    healthy.assert_unharmed()
+    assert echo.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
+
+
+async def test_slow_loris_storm_is_dropped_and_the_healthy_leg_unharmed(
+    echo: Echo, healthy: Healthy
+) -> None:
+    request = upgrade_request(echo.port)
+    dropped_after: list[float] = []
+
+    async def loris() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(5 * TIME_UNIT):
+                for byte in request[:-4]:  # never finishes its headers
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05 * TIME_UNIT)
+                    if reader.at_eof():
+                        break
+                with contextlib.suppress(ConnectionError):
+                    await reader.read()
+            dropped_after.append(time.monotonic() - started)
+        except ConnectionError:
+            dropped_after.append(time.monotonic() - started)
+        finally:
+            await shut(writer)
+
+    waves = await in_waves(lambda: gather_all([loris() for _ in range(2 * MAX_CONNECTIONS)]))
+    # Dropped by the header timeout, however long each kept trickling.
+    assert len(dropped_after) == waves * 2 * MAX_CONNECTIONS
+    assert max(dropped_after) < LIMITS.header_timeout_seconds + 2 * TIME_UNIT
+    healthy.assert_unharmed()
+    async with aiohttp.ClientSession() as session, session.ws_connect(echo.ws_url) as ws:
+        await ws.send_str("not starved")
+        assert await ws.receive_str(timeout=2) == "not starved"

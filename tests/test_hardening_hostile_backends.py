@@ -1,0 +1,224 @@
+"""Hostile targets for the probe: deadlines and bounded reads must hold against them.
+
+An HTTP leg's target that trickles its body forever, streams an endless header, or
+sends a huge body; a DoH server that answers slowly, with garbage, or with a huge body.
+Each time the leg must end up with a reason from the closed set within about the
+watchdog (or, for a huge but complete answer, stay up), and the probe's memory must
+stay bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+from aiohttp import web
+
+from t3probe.lab.backend import SESSION_PATH, BackendServer, serve_backend
+from t3probe.lab.dohserver import DohServer
+from t3probe.lab.pki import Pki, make_pki
+from t3probe.reasons import Reason
+from tests.conftest import TIME_UNIT
+from tests.harness import Peer, RunningProbe, leg, probe_config, running_probe
+
+DOH_HOST = "t3.hostile.test"
+RSS_MARGIN_BYTES = 60 * 1024 * 1024
+# The harness' watchdog is 0.6 units; a deadline "about the watchdog" leaves room for
+# one heartbeat interval and scheduling.
+WATCHDOG = 0.6 * TIME_UNIT
+DETECTION_DEADLINE = WATCHDOG + 1.0 * TIME_UNIT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[BackendServer]:
+    server = await serve_backend("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"), [DOH_HOST], ["127.0.0.1"])
+
+
+async def first_down(probe: RunningProbe, name: str) -> tuple[float, Reason | None]:
+    started = time.monotonic()
+    down = await probe.wait_for(name, "down", timeout=DETECTION_DEADLINE + 2.0)
+    return time.monotonic() - started, down.reason
+
+
+def assert_closed_set(probe: RunningProbe) -> None:
+    for event in probe.events:
+        if event.kind == "down":
+            assert event.reason in set(Reason)
+            assert event.reason is not Reason.INTERNAL_ERROR, event
+
+
+# --- HTTP leg targets ------------------------------------------------------------------
+
+
+async def test_body_trickled_forever_is_a_stall_within_the_watchdog(
+    backend: BackendServer,
+) -> None:
+    url = f"http://127.0.0.1:{backend.port}{SESSION_PATH}"
+    with backend.trickle(100):  # 100 B/s: a process too starved to finish an answer
+        async with running_probe(probe_config([leg("t3serve", url, kind="http")])) as probe:
+            elapsed, reason = await first_down(probe, "t3serve")
+            assert reason is Reason.RTT_TIMEOUT
+            assert elapsed < DETECTION_DEADLINE
+            assert_closed_set(probe)
+
+
+@contextlib.asynccontextmanager
+async def raw_http_server(header_line: bytes, terminate_lines: bool) -> AsyncIterator[int]:
+    """Answers any request with a status line, then header bytes that never end."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            for index in range(10_000_000):  # bounded only by the client hanging up
+                if terminate_lines:
+                    writer.write(b"X-Pad-%d: " % index + header_line + b"\r\n")
+                else:
+                    writer.write(header_line)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("header_line", "terminate_lines"),
+    [(b"a" * 100, True), (b"b" * 4096, False)],
+    ids=["endless header lines", "one endless header line"],
+)
+async def test_endless_header_is_bounded(header_line: bytes, terminate_lines: bool) -> None:
+    before = rss()
+    async with raw_http_server(header_line, terminate_lines) as port:
+        config = probe_config([leg("t3serve", f"http://127.0.0.1:{port}/", kind="http")])
+        async with running_probe(config) as probe:
+            elapsed, reason = await first_down(probe, "t3serve")
+            assert reason in {Reason.HTTP_ERROR, Reason.RTT_TIMEOUT, Reason.IO_ERROR}, reason
+            assert elapsed < DETECTION_DEADLINE
+            # Several more attempts, each against the same endless stream.
+            await asyncio.sleep(3 * WATCHDOG)
+            assert_closed_set(probe)
+            assert rss() <= before + RSS_MARGIN_BYTES, (before, rss())
+
+
+async def test_huge_body_is_read_bounded_and_the_process_counts_as_alive(
+    backend: BackendServer,
+) -> None:
+    url = f"http://127.0.0.1:{backend.port}{SESSION_PATH}"
+    before = rss()
+    with backend.huge_body(size_bytes=256 * 1024 * 1024):
+        async with running_probe(probe_config([leg("t3serve", url, kind="http")])) as probe:
+            await probe.wait_for("t3serve", "up")
+            await asyncio.sleep(5 * 0.2 * TIME_UNIT)
+            assert not [e for e in probe.events if e.kind == "down"]
+            assert (probe.metric("t3probe_rtt_seconds_count", leg="t3serve") or 0) >= 3
+            assert rss() <= before + RSS_MARGIN_BYTES, (before, rss())
+
+
+# --- DoH servers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    server = await Peer().start()
+    yield server
+    await server.stop()
+
+
+def doh_leg(peer: Peer, pki: Pki, doh_url: str) -> dict[str, object]:
+    return leg(
+        "cdn",
+        f"ws://{DOH_HOST}:{peer.port}/probe/ws",
+        resolver={
+            "kind": "doh",
+            "servers": [doh_url],
+            "ca_file": str(pki.ca_cert),
+            "timeout_seconds": 0.3 * TIME_UNIT,
+        },
+    )
+
+
+@pytest.mark.parametrize("fault", ["slow", "garbage"])
+async def test_hostile_doh_is_dns_failed_within_its_timeout(
+    peer: Peer, pki: Pki, fault: str
+) -> None:
+    doh = DohServer({DOH_HOST: ["127.0.0.1"]})
+    await doh.start("127.0.0.1", 0, pki.server_context())
+    try:
+        context = doh.slow(30) if fault == "slow" else doh.garbage()
+        with context:
+            config = probe_config([doh_leg(peer, pki, doh.url)])
+            async with running_probe(config) as probe:
+                elapsed, reason = await first_down(probe, "cdn")
+                assert reason is Reason.DNS_FAILED
+                assert elapsed < 0.3 * TIME_UNIT + 1.0 * TIME_UNIT
+                counted = "timeout" if fault == "slow" else "malformed"
+                failures = probe.metric("t3probe_dns_failures_total", leg="cdn", reason=counted)
+                assert (failures or 0) >= 1
+                assert_closed_set(probe)
+        # Once the server behaves, the leg resolves and comes up.
+        async with running_probe(probe_config([doh_leg(peer, pki, doh.url)])) as probe:
+            await probe.wait_for("cdn", "up")
+    finally:
+        await doh.stop()
+
+
+async def test_doh_answer_of_megabytes_is_cut_off(peer: Peer, pki: Pki) -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/dns-message"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1024):  # 64 MB, far past any DNS message
+                await response.write(b"\0" * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/dns-query", huge)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_context())
+    await site.start()
+    before = rss()
+    try:
+        url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/dns-query"  # type: ignore[union-attr]
+        async with running_probe(probe_config([doh_leg(peer, pki, url)])) as probe:
+            elapsed, reason = await first_down(probe, "cdn")
+            assert reason is Reason.DNS_FAILED
+            assert elapsed < 0.3 * TIME_UNIT + 1.0 * TIME_UNIT
+            failures = probe.metric("t3probe_dns_failures_total", leg="cdn", reason="malformed")
+            assert (failures or 0) >= 1
+            assert rss() <= before + RSS_MARGIN_BYTES
+    finally:
+        await runner.cleanup()
