@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +16,39 @@ from t3probe.config import ProbeConfig, build_config
 from t3probe.daemon import Probe
 from t3probe.events import LegEvent
 from tests.conftest import TIME_UNIT
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_tcp_server(handler: StreamHandler) -> AsyncIterator[int]:
+    """A bare TCP server on 127.0.0.1 running ``handler`` per connection; yields its port.
+
+    A client hanging up ends a connection quietly; every handler is cancelled on exit.
+    """
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
 
 
 def rst(transport: Any) -> None:
@@ -59,6 +92,12 @@ class Peer:
         await ws.close(code=int(request.match_info["code"]), message=b"bye")
         return ws
 
+    async def _close_at_once(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close(code=int(request.match_info["code"]), message=b"not today")
+        return ws
+
     async def _rst_after_first(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -85,6 +124,7 @@ class Peer:
         app.router.add_get("/probe/ws", self._echo)
         app.router.add_get("/silent", self._silent)
         app.router.add_get("/close/{code}", self._close_after_first)
+        app.router.add_get("/close-now/{code}", self._close_at_once)
         app.router.add_get("/rst", self._rst_after_first)
         app.router.add_get("/reject", self._reject)
         app.router.add_get("/ok", self._ok)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,16 @@ def test_echo_rejects_a_bad_listen_address() -> None:
     result = _cli("echo", "--listen", "nowhere")
     assert result.returncode == 2
     assert "--listen" in result.stderr
+
+
+def test_log_level_from_the_environment_is_case_insensitive_and_checked() -> None:
+    import os
+
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "loopback.yaml")
+    for level, code in (("debug", 0), ("verbose", 2)):
+        result = subprocess.run(
+            [sys.executable, "-m", "t3probe", "check-config", example],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "T3PROBE_LOG_LEVEL": level},
+        )  # fmt: skip
+        assert result.returncode == code, result.stderr

@@ -46,7 +46,7 @@ from t3probe.events import LegEvent
 from t3probe.reasons import Reason
 from t3probe.resolvers.dohwire import DohWireError, build_query, parse_answer
 from tests.conftest import TIME_UNIT
-from tests.harness import leg, probe_config, rst
+from tests.harness import leg, probe_config, raw_tcp_server, rst
 
 HOST = "t3.example.test"
 QID = 0x2222
@@ -409,43 +409,26 @@ SERVER_SENDS = st.one_of(
 @contextlib.asynccontextmanager
 async def hostile_echo(script: list[bytes], ending: str) -> AsyncIterator[int]:
     """Completes the upgrade properly, then sends ``script`` and ends as told."""
-    handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
-            assert match is not None
-            accept = base64.b64encode(hashlib.sha1(match.group(1) + GUID).digest())
-            writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
-            for chunk in script:
-                writer.write(chunk)
-                await writer.drain()
-            if ending == "hold":
-                await asyncio.sleep(3600)
-            elif ending == "rst":
-                rst(writer.transport)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            handlers.discard(task)
+        head = await reader.readuntil(b"\r\n\r\n")
+        match = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
+        assert match is not None
+        accept = base64.b64encode(hashlib.sha1(match.group(1) + GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        for chunk in script:
+            writer.write(chunk)
+            await writer.drain()
+        if ending == "hold":
+            await asyncio.sleep(3600)
+        elif ending == "rst":
+            rst(writer.transport)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+    async with raw_tcp_server(handle) as port:
+        yield port
 
 
 async def _probe_against(script: list[bytes], ending: str) -> list[LegEvent]:

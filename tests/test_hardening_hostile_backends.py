@@ -23,7 +23,7 @@ from t3probe.lab.dohserver import DohServer
 from t3probe.lab.pki import Pki, make_pki
 from t3probe.reasons import Reason
 from tests.conftest import TIME_UNIT
-from tests.harness import Peer, RunningProbe, leg, probe_config, running_probe
+from tests.harness import Peer, RunningProbe, leg, probe_config, raw_tcp_server, running_probe
 
 DOH_HOST = "t3.hostile.test"
 RSS_MARGIN_BYTES = 60 * 1024 * 1024
@@ -82,36 +82,19 @@ async def test_body_trickled_forever_is_a_stall_within_the_watchdog(
 @contextlib.asynccontextmanager
 async def raw_http_server(header_line: bytes, terminate_lines: bool) -> AsyncIterator[int]:
     """Answers any request with a status line, then header bytes that never end."""
-    handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-            for index in range(10_000_000):  # bounded only by the client hanging up
-                if terminate_lines:
-                    writer.write(b"X-Pad-%d: " % index + header_line + b"\r\n")
-                else:
-                    writer.write(header_line)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            handlers.discard(task)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        for index in range(10_000_000):  # bounded only by the client hanging up
+            if terminate_lines:
+                writer.write(b"X-Pad-%d: " % index + header_line + b"\r\n")
+            else:
+                writer.write(header_line)
+            await writer.drain()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+    async with raw_tcp_server(handle) as port:
+        yield port
 
 
 @pytest.mark.parametrize(

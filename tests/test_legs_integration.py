@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets.asyncio.server as ws_server
@@ -118,20 +119,21 @@ async def test_503_on_upgrade_is_handshake_rejected(peer: Peer) -> None:
         assert "503" in down.detail
 
 
+def pinned_tls_leg(name: str, port: int, pki: Pki) -> dict[str, Any]:
+    """A wss leg for the lab's name, pinned to 127.0.0.1, trusting only the test CA."""
+    return leg(
+        name,
+        f"wss://t3.lab.test:{port}/probe/ws",
+        resolver={"kind": "pinned", "address": "127.0.0.1"},
+        ca_file=str(pki.ca_cert),
+    )
+
+
 async def test_certificate_for_another_name_is_tls_error(pki: Pki, tmp_path: Path) -> None:
     wrong = pki.issue("wrong", ["elsewhere.lab.test"], [])
     server = await Peer().start(ssl_context=wrong.server_context())
     try:
-        config = probe_config(
-            [
-                leg(
-                    "tls",
-                    f"wss://t3.lab.test:{server.port}/probe/ws",
-                    resolver={"kind": "pinned", "address": "127.0.0.1"},
-                    ca_file=str(pki.ca_cert),
-                ),
-            ]
-        )
+        config = probe_config([pinned_tls_leg("tls", server.port, pki)])
         async with running_probe(config) as probe:
             down = await probe.wait_for("tls", "down")
             assert down.reason is Reason.TLS_ERROR
@@ -155,16 +157,7 @@ async def test_pinned_resolver_keeps_sni_and_host_of_the_url(pki: Pki) -> None:
 
     async with ws_server.serve(echo, "127.0.0.1", 0, ssl=server_context) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        config = probe_config(
-            [
-                leg(
-                    "pinned",
-                    f"wss://t3.lab.test:{port}/probe/ws",
-                    resolver={"kind": "pinned", "address": "127.0.0.1"},
-                    ca_file=str(pki.ca_cert),
-                ),
-            ]
-        )
+        config = probe_config([pinned_tls_leg("pinned", port, pki)])
         async with running_probe(config) as probe:
             await probe.wait_for("pinned", "up")
     assert seen == {"sni": "t3.lab.test", "host": f"t3.lab.test:{port}"}

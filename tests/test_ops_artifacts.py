@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.contract import DROP_REASONS, VERDICTS
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "t3probe.rules.yml"
 PROMTOOL_TESTS = ROOT / "tests" / "promtool"
@@ -73,22 +75,6 @@ HISTOGRAMS = {
 CONTRACT_SERIES = (
     GAUGES | COUNTERS | {h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
-DROP_REASONS = {
-    "dns_failed",
-    "connect_refused",
-    "connect_timeout",
-    "tls_error",
-    "handshake_rejected",
-    "route_mismatch",
-    "rtt_timeout",
-    "closed_by_peer",
-    "reset",
-    "http_error",
-    "io_error",
-    "probe_stall",
-    "internal_error",
-}
-VERDICTS = {"infra_clean", "suspect", "probe_unhealthy", "unknown"}
 PROBE_PORT = 9108
 PROBE_UID = 65532
 

@@ -17,6 +17,7 @@ from t3probe import __version__, netguard
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DESCRIPTION = """\
 t3probe holds permanent probe legs to one backend over routes that differ in one
@@ -36,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"t3probe {__version__}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("T3PROBE_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=os.environ.get("T3PROBE_LOG_LEVEL", "INFO").upper(),
+        type=str.upper,
+        choices=LOG_LEVELS,
         help="diagnostics on stderr (events go to stdout as JSON lines); default INFO",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     raw = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(_join_relative_times(raw))
+    if args.log_level not in LOG_LEVELS:
+        print(
+            f"t3probe: T3PROBE_LOG_LEVEL={args.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG_ERROR
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -229,6 +229,17 @@ class ProbeConfig(BaseSettings):
             raise ValueError("probe_stall_seconds must be less than watchdog_seconds")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds must be at least backoff_initial_seconds")
+        for index, leg in enumerate(self.legs):
+            resolver = leg.resolver
+            if isinstance(resolver, DohResolverConfig):
+                budget = len(resolver.servers) * resolver.timeout_seconds
+                if budget >= self.effective_connect_timeout:
+                    raise ValueError(
+                        f"legs[{index}].resolver: {len(resolver.servers)} DoH servers x"
+                        f" timeout_seconds {resolver.timeout_seconds:g} must fit inside the"
+                        f" connect timeout ({self.effective_connect_timeout:g}s), or a DoH"
+                        " outage would look like a connect timeout"
+                    )
         names = [leg.name for leg in self.legs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from t3probe.config import ProbeConfig, build_config
+from t3probe.config import DohResolverConfig, ProbeConfig, build_config
 
 MAX_CONFIG_BYTES = 1 << 20
+ENV_PREFIX = "T3PROBE_"
 
 
 class ConfigError(Exception):
@@ -58,12 +61,37 @@ def load_config(path: Path | None) -> ProbeConfig:
         if odd:
             raise ConfigError(f"{path}: top-level key {odd[0]!r} is not a config key name")
     try:
-        return build_config(data)
+        config = build_config(data)
     except ValidationError as err:
         message = format_validation_error(err)
         if "legs: Field required" in message:
             message += " (t3probe never falls back to a built-in target: declare legs)"
+        overrides = sorted(
+            name
+            for name in os.environ
+            if name.startswith(ENV_PREFIX)
+            and name[len(ENV_PREFIX) :].split("__")[0].lower() in ProbeConfig.model_fields
+        )
+        if overrides:
+            message += f"\n(environment overrides in effect: {', '.join(overrides)})"
         raise ConfigError(message) from err
+    _check_ca_files(config)
+    return config
+
+
+def _check_ca_files(config: ProbeConfig) -> None:
+    """Load every CA file now, so a typo fails check-config, not the running daemon."""
+    for index, leg in enumerate(config.legs):
+        places = [(f"legs[{index}].ca_file", leg.ca_file)]
+        if isinstance(leg.resolver, DohResolverConfig):
+            places.append((f"legs[{index}].resolver.ca_file", leg.resolver.ca_file))
+        for where, path in places:
+            if path is None:
+                continue
+            try:
+                ssl.create_default_context(cafile=str(path))
+            except (OSError, ssl.SSLError) as err:
+                raise ConfigError(f"{where}: cannot load CA file {path}: {err}") from err
 
 
 def dump_config(config: ProbeConfig) -> str:

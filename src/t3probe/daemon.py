@@ -19,6 +19,7 @@ from t3probe.config import LegConfig, ProbeConfig
 from t3probe.legs.base import Leg, LegContext
 from t3probe.legs.http import HttpLeg
 from t3probe.legs.websocket import WebSocketLeg
+from t3probe.linewriter import LineWriter
 from t3probe.looplag import LoopLagMonitor
 from t3probe.metrics import ProbeMetrics
 from t3probe.recorder import Recorder
@@ -36,11 +37,6 @@ class ListenError(Exception):
     """The HTTP surface could not bind its address."""
 
 
-def stdout_line(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 class Probe:
     def __init__(
         self,
@@ -48,14 +44,17 @@ class Probe:
         *,
         registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
-        emit_line: Callable[[str], None] = stdout_line,
+        emit_line: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock if clock is not None else SystemClock()
         self.metrics = ProbeMetrics(self.registry, config)
-        self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
+        self._line_writer = LineWriter(sys.stdout) if emit_line is None else None
+        self.recorder = Recorder(
+            config, self.metrics, self.clock, emit_line or self._line_writer or print
+        )
         self.lag = LoopLagMonitor(self.clock, self.metrics)
         self._rng = rng if rng is not None else random.Random()
         self._legs: list[tuple[Leg, LegContext]] = []
@@ -76,6 +75,9 @@ class Probe:
         return leg, ctx
 
     async def start(self) -> None:
+        # Legs (and their TLS contexts and resolvers) first: a broken CA file must fail
+        # before the port is bound, not after.
+        self._legs = [self._make_leg(leg_config) for leg_config in self.config.legs]
         app = make_app(
             self.recorder,
             exposition_of(self.registry),
@@ -98,10 +100,8 @@ class Probe:
         self.port = sockets[0].getsockname()[1] if sockets else port
         self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self._refresh_verdict(), "verdict")
-        for leg_config in self.config.legs:
-            leg, ctx = self._make_leg(leg_config)
-            self._legs.append((leg, ctx))
-            self._spawn(supervise(leg, ctx, self._rng), f"leg-{leg_config.name}")
+        for leg, ctx in self._legs:
+            self._spawn(supervise(leg, ctx, self._rng), f"leg-{ctx.leg.name}")
         self._ready = True
         log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
 
@@ -132,6 +132,8 @@ class Probe:
             await self._runner.cleanup()
         self._tasks.clear()
         self._legs.clear()
+        if self._line_writer is not None:
+            await asyncio.to_thread(self._line_writer.close)
 
 
 async def run_until_signalled(probe: Probe) -> int:

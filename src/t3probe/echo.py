@@ -171,6 +171,9 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
         await _echo(ws, state)
+    except ConnectionResetError:
+        # The client vanished mid-reply: routine on a public endpoint, not worth a traceback.
+        pass
     finally:
         state.conns.discard(conn)
         if conn.closer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from t3probe.metrics import DNS_FAILURE_REASONS, ProbeMetrics
 from t3probe.reasons import Classified, Reason
 
 RECENT_DROPS_PER_LEG = 64
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,18 +53,28 @@ class Recorder:
         self._verdict = Verdict("unknown")
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
+        self._emit_failed = False
 
     def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
         self._listeners.append(listener)
 
     def _emit(self, payload: dict[str, Any]) -> None:
-        self._emit_line(json.dumps(payload, separators=(",", ":")))
+        # Called from inside legs: a failing sink must never look like a network fault.
+        try:
+            self._emit_line(json.dumps(payload, separators=(",", ":")))
+        except Exception:
+            if not self._emit_failed:
+                log.exception("writing an event line failed; events stay on /events")
+            self._emit_failed = True
 
     def _publish(self, event: LegEvent) -> None:
         self.events.append(event)
         self._emit(event.to_json())
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed")
         # Recomputing over every leg per event would block the loop for seconds when a
         # thousand legs drop together; the daemon refreshes twice a second instead.
         self._verdict_stale = True
@@ -85,7 +98,9 @@ class Recorder:
         now = self._clock.wall()
         was_up = record.state == "up"
         record.state, record.reason, record.since = "down", failure.reason, now
-        record.recent_drops.append((now, failure.reason))
+        # Recency is judged on the monotonic clock: a wall-clock step must not keep (or
+        # clear) a conviction.
+        record.recent_drops.append((self._clock.monotonic(), failure.reason))
         self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
         self._metrics.last_disconnect.labels(leg=leg).set(now)
         if was_up and age_seconds is not None and leg in self._websocket_legs:
@@ -129,7 +144,11 @@ class Recorder:
 
     def refresh_verdict(self) -> Verdict:
         now = self._clock.wall()
-        verdict = attribute(self.observations(), now, self._config.attribution_window_seconds)
+        verdict = attribute(
+            self.observations(),
+            self._clock.monotonic(),
+            self._config.attribution_window_seconds,
+        )
         previous = self._verdict
         self._verdict = verdict
         self._verdict_stale = False

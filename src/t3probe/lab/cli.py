@@ -14,6 +14,7 @@ from typing import TextIO
 from aiohttp import web
 
 from t3probe.config import parse_listen
+from t3probe.daemon import ListenError
 from t3probe.lab.control import TARGETS, LabControl, make_control_app
 from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
 from t3probe.lab.topology import Lab
@@ -138,7 +139,7 @@ async def _main(scenario: str | None, listen: str, control_listen: str, out: Tex
     lab = Lab(listen, emit_line=on_line)
     try:
         await lab.start()
-    except OSError as err:
+    except (OSError, ListenError) as err:
         out.write(f"lab: cannot start: {err}\n")
         return 1
     try:

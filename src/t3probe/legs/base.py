@@ -64,6 +64,15 @@ def timeout_reason(ctx: LegContext) -> Reason:
     return Reason.RTT_TIMEOUT
 
 
+def dns_timeout(ctx: LegContext) -> ProbeFailure:
+    """A resolver still busy at the connect deadline is a DNS failure, not a path one."""
+    ctx.recorder.dns_failure(ctx.leg.name, "timeout")
+    return ProbeFailure(
+        Reason.DNS_FAILED,
+        f"resolving {ctx.leg.host} took over {ctx.probe.effective_connect_timeout:g}s",
+    )
+
+
 def stall_or_timeout(ctx: LegContext, detail: str) -> ProbeFailure:
     reason = timeout_reason(ctx)
     if reason is Reason.PROBE_STALL:

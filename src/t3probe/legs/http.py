@@ -12,7 +12,13 @@ import time
 
 import aiohttp
 
-from t3probe.legs.base import LegContext, SessionProgress, stall_or_timeout, tls_context
+from t3probe.legs.base import (
+    LegContext,
+    SessionProgress,
+    dns_timeout,
+    stall_or_timeout,
+    tls_context,
+)
 from t3probe.legs.dialing import check_peer, check_proof, open_session
 from t3probe.reasons import ProbeFailure, Reason
 
@@ -32,6 +38,8 @@ class HttpLeg:
     async def run_session(self) -> None:
         self.progress.phase = "connect"
         self.progress.connected_at = None
+        # Same object as the session's resolver holds, so clear it rather than replace it.
+        self.progress.extra.clear()
         ctx = self._ctx
         try:
             while True:
@@ -65,8 +73,10 @@ class HttpLeg:
                     await _read_bounded(response, ctx.probe.max_http_body_bytes)
                     status = response.status
         except TimeoutError as err:
+            if self.progress.phase == "dns":
+                raise dns_timeout(ctx) from err
             # Connected but unanswered is the process stalling, not a connect problem.
-            if self.progress.phase in ("dns", "connect"):
+            if self.progress.phase == "connect":
                 raise ProbeFailure(
                     Reason.CONNECT_TIMEOUT,
                     f"no connection after {ctx.probe.watchdog_seconds:g}s"

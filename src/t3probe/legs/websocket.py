@@ -15,7 +15,13 @@ from typing import Any
 
 import aiohttp
 
-from t3probe.legs.base import LegContext, SessionProgress, stall_or_timeout, tls_context
+from t3probe.legs.base import (
+    LegContext,
+    SessionProgress,
+    dns_timeout,
+    stall_or_timeout,
+    tls_context,
+)
 from t3probe.legs.dialing import check_peer, check_proof, open_session
 from t3probe.reasons import ProbeFailure, Reason, classify
 
@@ -76,6 +82,8 @@ class WebSocketLeg:
                     ),
                 )
         except TimeoutError as err:
+            if self.progress.phase == "dns":
+                raise dns_timeout(ctx) from err
             raise ProbeFailure(
                 Reason.CONNECT_TIMEOUT,
                 f"no WebSocket after {ctx.probe.effective_connect_timeout:g}s"
@@ -145,7 +153,12 @@ class WebSocketLeg:
             self._outstanding[self._sequence] = self._ctx.clock.monotonic()
             while len(self._outstanding) > limit:
                 del self._outstanding[min(self._outstanding)]
-            await ws.send_str(f"{PAYLOAD_PREFIX}{self._sequence}")
+            try:
+                await ws.send_str(f"{PAYLOAD_PREFIX}{self._sequence}")
+            except ConnectionResetError:
+                # The socket is closing: the reader knows why (a close frame and its code,
+                # or EOF) and the watchdog remains the backstop, so let them report it.
+                await asyncio.Event().wait()
             await asyncio.sleep(interval)
 
     async def _watchdog(self) -> None:
@@ -172,10 +185,11 @@ async def first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        exc = task.exception()
-        if exc is not None:
-            raise exc
+    # In the jobs' order, not the set's: the reader's account of a close wins a race
+    # with a heartbeat write failing on the same closing socket.
+    for task in tasks:
+        if task in done and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
     raise ProbeFailure(Reason.INTERNAL_ERROR, "a leg task ended without failing")
 
 

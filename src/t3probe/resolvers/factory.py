@@ -26,4 +26,5 @@ def build_resolver(
 
         return DohResolver.from_config(config, on_failure=on_failure, clock=clock)
     assert isinstance(config, SystemResolverConfig)
-    return SystemResolver(on_failure, timeout=probe.effective_connect_timeout)
+    # Inside the leg's connect deadline, so a slow resolver is reported as DNS.
+    return SystemResolver(on_failure, timeout=0.8 * probe.effective_connect_timeout)

@@ -4,9 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+from typing import Any
 
 from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import DnsFailureSink, Resolution
+
+AddrInfo = list[tuple[Any, ...]]
+
+
+def _getaddrinfo_in_daemon_thread(host: str) -> asyncio.Future[AddrInfo]:
+    """getaddrinfo cannot be cancelled; a daemon thread keeps a hung lookup from
+    holding up shutdown the way the loop's default executor would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[AddrInfo] = loop.create_future()
+
+    def settle(result: AddrInfo | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    def lookup() -> None:
+        try:
+            result = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting coroutine
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(settle, None, err)
+            return
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(settle, list(result), None)
+
+    threading.Thread(target=lookup, name=f"getaddrinfo-{host}"[:60], daemon=True).start()
+    return future
 
 
 class SystemResolver:
@@ -15,10 +47,9 @@ class SystemResolver:
         self._timeout = timeout
 
     async def resolve(self, host: str) -> Resolution:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._timeout):
-                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+                infos = await _getaddrinfo_in_daemon_thread(host)
         except TimeoutError as err:
             self._on_failure("timeout")
             raise ProbeFailure(Reason.DNS_FAILED, f"system resolver timed out for {host}") from err

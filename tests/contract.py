@@ -1,0 +1,22 @@
+"""DESIGN.md's closed sets, written out independently of the code that implements them."""
+
+from __future__ import annotations
+
+DROP_REASONS = frozenset(
+    {
+        "dns_failed",
+        "connect_refused",
+        "connect_timeout",
+        "tls_error",
+        "handshake_rejected",
+        "route_mismatch",
+        "rtt_timeout",
+        "closed_by_peer",
+        "reset",
+        "http_error",
+        "io_error",
+        "probe_stall",
+        "internal_error",
+    }
+)
+VERDICTS = frozenset({"infra_clean", "suspect", "probe_unhealthy", "unknown"})
