@@ -53,8 +53,13 @@ def url(server: EchoServer, path: str = "/probe/ws") -> str:
 # --- a hand-written client, for what well-behaved libraries refuse to send ------------
 
 
-def frame(opcode: int, payload: bytes, *, declared_len: int | None = None) -> bytes:
-    """A masked client frame; ``declared_len`` lets the header lie about the payload."""
+def frame(
+    opcode: int, payload: bytes, *, declared_len: int | None = None, zero_mask: bool = False
+) -> bytes:
+    """A masked client frame; ``declared_len`` lets the header lie about the payload.
+
+    A zero mask is valid and keeps bulk payloads cheap to build.
+    """
     length = len(payload) if declared_len is None else declared_len
     head = bytes([0x80 | opcode])
     if length < 126:
@@ -63,6 +68,8 @@ def frame(opcode: int, payload: bytes, *, declared_len: int | None = None) -> by
         head += bytes([0x80 | 126]) + struct.pack("!H", length)
     else:
         head += bytes([0x80 | 127]) + struct.pack("!Q", length)
+    if zero_mask:
+        return head + b"\0\0\0\0" + payload
     mask = os.urandom(4)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 

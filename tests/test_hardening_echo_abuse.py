@@ -27,6 +27,7 @@ import pytest
 from t3probe.echo import EchoLimits
 from tests.conftest import TIME_UNIT
 from tests.harness import RunningProbe, leg, probe_config, running_probe
+from tests.test_echo import frame
 
 MAX_CONNECTIONS = 150
 LIMITS = EchoLimits(
@@ -148,16 +149,7 @@ async def healthy(echo: Echo) -> AsyncIterator[Healthy]:
 
 
 def client_frame(opcode: int, payload: bytes, declared: int | None = None) -> bytes:
-    length = len(payload) if declared is None else declared
-    head = bytes([0x80 | opcode])
-    if length < 126:
-        head += bytes([0x80 | length])
-    elif length < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    mask = b"\0\0\0\0"  # a zero mask is valid and keeps bulk payloads cheap to build
-    return head + mask + payload
+    return frame(opcode, payload, declared_len=declared, zero_mask=True)
 
 
 def upgrade_request(port: int) -> bytes:

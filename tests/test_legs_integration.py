@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import websockets.asyncio.server as ws_server
 
+from t3probe.config import ProbeConfig
 from t3probe.lab.dohserver import DohServer
 from t3probe.lab.faultproxy import FaultProxy
 from t3probe.lab.pki import Pki, make_pki
@@ -283,41 +284,39 @@ async def test_proxy_refuse_is_connect_refused_once_down(proxied_peer: FaultProx
         assert up.at > refused.at
 
 
-async def test_doh_outage_is_dns_failed_never_connect(pki: Pki, peer: Peer) -> None:
-    doh = DohServer({"t3.lab.test": ["127.0.0.1"]}, ttl=1)
-    await doh.start("127.0.0.1", 0, pki.server_context())
-    try:
-        resolver = {"kind": "doh", "servers": [doh.url], "ca_file": str(pki.ca_cert),
-                    "timeout_seconds": 0.2, "min_ttl_seconds": 0.1}  # fmt: skip
-        config = probe_config([leg("cdn", f"ws://t3.lab.test:{peer.port}/probe/ws",
-                                   resolver=resolver)])  # fmt: skip
-        with doh.down():
-            async with running_probe(config) as probe:
-                down = await probe.wait_for("cdn", "down")
-                assert down.reason is Reason.DNS_FAILED
-                assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
-                assert probe.probe.recorder.refresh_verdict().verdict == "unknown"
-    finally:
-        await doh.stop()
+@pytest.fixture
+async def doh(pki: Pki) -> AsyncIterator[DohServer]:
+    server = DohServer({"t3.lab.test": ["127.0.0.1"]}, ttl=1)
+    await server.start("127.0.0.1", 0, pki.server_context())
+    yield server
+    await server.stop()
 
 
-async def test_stale_dns_answer_keeps_the_leg_measuring(pki: Pki, peer: Peer) -> None:
-    doh = DohServer({"t3.lab.test": ["127.0.0.1"]}, ttl=1)
-    await doh.start("127.0.0.1", 0, pki.server_context())
-    try:
-        resolver = {"kind": "doh", "servers": [doh.url], "ca_file": str(pki.ca_cert),
-                    "timeout_seconds": 0.2, "min_ttl_seconds": 0.1}  # fmt: skip
-        config = probe_config([leg("cdn", f"ws://t3.lab.test:{peer.port}/probe/ws",
-                                   resolver=resolver)])  # fmt: skip
-        async with running_probe(config) as probe:
-            await probe.wait_for("cdn", "up")
-            with doh.down():
-                await asyncio.sleep(1.2)  # the answer's TTL runs out
-                for ws in peer.sockets:
-                    await ws.close(code=1012)
-                first_down = await probe.wait_for("cdn", "down")
-                up = await probe.wait_for("cdn", "up", after=probe.events.index(first_down) + 1)
-            assert up.detail == "dns answer served stale"
+def doh_leg_config(doh: DohServer, pki: Pki, peer: Peer) -> ProbeConfig:
+    resolver = {"kind": "doh", "servers": [doh.url], "ca_file": str(pki.ca_cert),
+                "timeout_seconds": 0.2, "min_ttl_seconds": 0.1}  # fmt: skip
+    return probe_config([leg("cdn", f"ws://t3.lab.test:{peer.port}/probe/ws", resolver=resolver)])
+
+
+async def test_doh_outage_is_dns_failed_never_connect(pki: Pki, peer: Peer, doh: DohServer) -> None:
+    with doh.down():
+        async with running_probe(doh_leg_config(doh, pki, peer)) as probe:
+            down = await probe.wait_for("cdn", "down")
+            assert down.reason is Reason.DNS_FAILED
             assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
-    finally:
-        await doh.stop()
+            assert probe.probe.recorder.refresh_verdict().verdict == "unknown"
+
+
+async def test_stale_dns_answer_keeps_the_leg_measuring(
+    pki: Pki, peer: Peer, doh: DohServer
+) -> None:
+    async with running_probe(doh_leg_config(doh, pki, peer)) as probe:
+        await probe.wait_for("cdn", "up")
+        with doh.down():
+            await asyncio.sleep(1.2)  # the answer's TTL runs out
+            for ws in peer.sockets:
+                await ws.close(code=1012)
+            first_down = await probe.wait_for("cdn", "down")
+            up = await probe.wait_for("cdn", "up", after=probe.events.index(first_down) + 1)
+        assert up.detail == "dns answer served stale"
+        assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
