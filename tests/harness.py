@@ -134,7 +134,7 @@ class Peer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, 0, ssl_context=ssl_context)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         return self
 
     async def stop(self) -> None:

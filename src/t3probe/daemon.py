@@ -51,10 +51,10 @@ class Probe:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock if clock is not None else SystemClock()
         self.metrics = ProbeMetrics(self.registry, config)
-        self._line_writer = LineWriter(sys.stdout) if emit_line is None else None
-        self.recorder = Recorder(
-            config, self.metrics, self.clock, emit_line or self._line_writer or print
-        )
+        self._line_writer: LineWriter | None = None
+        if emit_line is None:
+            self._line_writer = emit_line = LineWriter(sys.stdout)
+        self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
         self.lag = LoopLagMonitor(self.clock, self.metrics)
         self._rng = rng if rng is not None else random.Random()
         self._legs: list[tuple[Leg, LegContext]] = []
@@ -95,9 +95,7 @@ class Probe:
         except OSError as err:
             await self._runner.cleanup()
             raise ListenError(f"cannot listen on {self.config.listen}: {err.strerror}") from err
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = site.port
         self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self._refresh_verdict(), "verdict")
         for leg, ctx in self._legs:
@@ -136,11 +134,17 @@ class Probe:
             await asyncio.to_thread(self._line_writer.close)
 
 
-async def run_until_signalled(probe: Probe) -> int:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (also as PID 1 in a container)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def run_until_signalled(probe: Probe) -> int:
+    stop = stop_on_signals()
     await probe.start()
     try:
         await stop.wait()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from t3probe.config import parse_listen
+from t3probe.daemon import stop_on_signals
 from t3probe.echo import EchoLimits, serve_echo
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,7 @@ async def _serve(host: str, port: int) -> int:
         print(f"t3probe echo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
         return 1
     log.info("echo serving /probe/ws and /probe/healthz on %s:%d", host, server.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

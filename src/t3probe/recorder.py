@@ -13,7 +13,7 @@ from t3probe.attribution import LegObservation, LegState, Verdict, attribute
 from t3probe.clock import Clock
 from t3probe.config import ProbeConfig
 from t3probe.events import EventLog, LegEvent
-from t3probe.metrics import DNS_FAILURE_REASONS, ProbeMetrics
+from t3probe.metrics import DNS_FAILURE_REASONS, VERDICTS, ProbeMetrics
 from t3probe.reasons import Classified, Reason
 
 RECENT_DROPS_PER_LEG = 64
@@ -157,7 +157,7 @@ class Recorder:
             self._metrics.segment_suspected.labels(segment=segment).set(
                 1 if segment in suspects else 0
             )
-        for name in ("infra_clean", "suspect", "probe_unhealthy", "unknown"):
+        for name in VERDICTS:
             self._metrics.verdict.labels(verdict=name).set(1 if name == verdict.verdict else 0)
         if (verdict.verdict, verdict.suspects, verdict.unexplained) != (
             previous.verdict,

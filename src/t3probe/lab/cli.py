@@ -7,14 +7,13 @@ import collections
 import contextlib
 import json
 import logging
-import signal
 import sys
 from typing import TextIO
 
 from aiohttp import web
 
 from t3probe.config import parse_listen
-from t3probe.daemon import ListenError
+from t3probe.daemon import ListenError, stop_on_signals
 from t3probe.lab.control import TARGETS, LabControl, make_control_app
 from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
 from t3probe.lab.topology import Lab
@@ -64,11 +63,6 @@ async def _scripted(lab: Lab, name: str, out: TextIO) -> int:
     return 0 if not failed else 1
 
 
-def _bound_port(site: web.TCPSite, requested: int) -> int:
-    sockets = getattr(site._server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else requested
-
-
 def _help_lines(probe_url: str, control_url: str) -> list[str]:
     return [
         f"probe: {probe_url}/metrics  {probe_url}/verdict  {probe_url}/events",
@@ -101,12 +95,9 @@ async def _interactive(
         await runner.cleanup()
         out.write(f"lab: cannot listen on {control_listen} for the control API: {err.strerror}\n")
         return 1
-    bound = _bound_port(site, port)
+    bound = site.port
     help_lines.extend(_help_lines(probe_url, f"http://{host}:{bound}"))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     tty = out.isatty()
     if not tty:
         out.write("\n".join(help_lines) + "\n")

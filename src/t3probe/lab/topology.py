@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -120,7 +120,9 @@ async def _proxies_on_one_port(dispatch_port: int) -> tuple[FaultProxy, FaultPro
 class Lab:
     """Every part of the topology plus the probe; start() and stop() own their lifetimes."""
 
-    def __init__(self, listen: str = "127.0.0.1:9108", emit_line: Any = None) -> None:
+    def __init__(
+        self, listen: str = "127.0.0.1:9108", emit_line: Callable[[str], None] | None = None
+    ) -> None:
         self._listen = listen
         self._emit_line = emit_line
         self._stack = contextlib.AsyncExitStack()
@@ -152,10 +154,11 @@ class Lab:
         backend = await serve_backend(SERVICE_ADDRESS, 0)
         self._stack.push_async_callback(backend.stop)
         self.parts = LabParts(dispatch, lb, edge, doh, backend, pki)
-        kwargs: dict[str, Any] = {"registry": CollectorRegistry()}
-        if self._emit_line is not None:
-            kwargs["emit_line"] = self._emit_line
-        self.probe = Probe(lab_config(self.parts, self._listen), **kwargs)
+        self.probe = Probe(
+            lab_config(self.parts, self._listen),
+            registry=CollectorRegistry(),
+            emit_line=self._emit_line,
+        )
         await self.probe.start()
         self._stack.push_async_callback(self.probe.stop)
 

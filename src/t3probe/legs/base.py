@@ -57,13 +57,6 @@ def tls_context(leg: LegConfig) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=str(leg.ca_file) if leg.ca_file else None)
 
 
-def timeout_reason(ctx: LegContext) -> Reason:
-    """A missed deadline convicts the path only if the probe itself was not stalled."""
-    if ctx.lag.max_lag_within(ctx.probe.watchdog_seconds) >= ctx.probe.probe_stall_seconds:
-        return Reason.PROBE_STALL
-    return Reason.RTT_TIMEOUT
-
-
 def dns_timeout(ctx: LegContext) -> ProbeFailure:
     """A resolver still busy at the connect deadline is a DNS failure, not a path one."""
     ctx.recorder.dns_failure(ctx.leg.name, "timeout")
@@ -71,10 +64,3 @@ def dns_timeout(ctx: LegContext) -> ProbeFailure:
         Reason.DNS_FAILED,
         f"resolving {ctx.leg.host} took over {ctx.probe.effective_connect_timeout:g}s",
     )
-
-
-def stall_or_timeout(ctx: LegContext, detail: str) -> ProbeFailure:
-    reason = timeout_reason(ctx)
-    if reason is Reason.PROBE_STALL:
-        detail = f"{detail}; the probe's own event loop stalled meanwhile"
-    return ProbeFailure(reason, detail)

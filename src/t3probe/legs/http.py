@@ -16,7 +16,6 @@ from t3probe.legs.base import (
     LegContext,
     SessionProgress,
     dns_timeout,
-    stall_or_timeout,
     tls_context,
 )
 from t3probe.legs.dialing import check_peer, check_proof, open_session
@@ -82,7 +81,9 @@ class HttpLeg:
                     f"no connection after {ctx.probe.watchdog_seconds:g}s"
                     f" (phase {self.progress.phase})",
                 ) from err
-            raise stall_or_timeout(ctx, f"GET took over {ctx.probe.watchdog_seconds:g}s") from err
+            raise ProbeFailure(
+                Reason.RTT_TIMEOUT, f"GET took over {ctx.probe.watchdog_seconds:g}s"
+            ) from err
         ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)
         check_proof(self.progress)
         if not ctx.leg.status_is_alive(status):

@@ -19,7 +19,6 @@ from t3probe.legs.base import (
     LegContext,
     SessionProgress,
     dns_timeout,
-    stall_or_timeout,
     tls_context,
 )
 from t3probe.legs.dialing import check_peer, check_proof, open_session
@@ -168,7 +167,8 @@ class WebSocketLeg:
             deadline = self._last_answer + watchdog
             remaining = deadline - ctx.clock.monotonic()
             if remaining <= 0:
-                raise stall_or_timeout(ctx, f"no echo for {watchdog:g}s")
+                # The supervisor turns this into probe_stall if the probe itself froze.
+                raise ProbeFailure(Reason.RTT_TIMEOUT, f"no echo for {watchdog:g}s")
             # Sleeping until the deadline, then re-checking: an echo may have moved it.
             await asyncio.sleep(min(remaining, watchdog / 4) + 0.001)
 
