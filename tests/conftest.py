@@ -1,9 +1,10 @@
-"""Suite-wide rules: loopback only, no skips in CI, one scalable timing unit."""
+"""Suite-wide rules (loopback only, no skips in CI) and the fixtures several modules share."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import time
+from collections.abc import AsyncIterator, Generator
 
 import pytest
 
@@ -14,9 +15,15 @@ from t3probe import netguard
 netguard.install()
 os.environ["T3PROBE_LOOPBACK_ONLY"] = "1"
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# One timing unit for every sleep and deadline in the suite; slow machines raise it.
-TIME_UNIT = float(os.environ.get("T3PROBE_TEST_TIME_UNIT", "1.0"))
+# Imported after the guard, as test modules always are: a module that copies a socket
+# function when it is imported gets the guarded one.
+import aiohttp  # noqa: E402
+
+from t3probe.lab.backend import BackendServer, serve_backend  # noqa: E402
+from t3probe.lab.pki import Pki, make_pki  # noqa: E402
+from tests.support.attribute import Topology  # noqa: E402
+from tests.support.env import IN_CI, TIME_UNIT  # noqa: E402
+from tests.support.harness import Peer, leg, probe_config, running_probe  # noqa: E402
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,3 +41,53 @@ def pytest_runtest_makereport(
 @pytest.fixture
 def time_unit() -> float:
     return TIME_UNIT
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    """The misbehaving aiohttp peer of tests/support/harness.py, on 127.0.0.1."""
+    server = await Peer().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[BackendServer]:
+    """The lab backend (the "t3 serve" stand-in) on 127.0.0.1."""
+    server = await serve_backend("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throw-away CA and a leaf for t3.lab.test, 127.0.0.1 and ::1; one per module."""
+    return make_pki(tmp_path_factory.mktemp("pki"), ["t3.lab.test"], ["127.0.0.1", "::1"])
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    """A live probe whose three legs are up, over two peers; see Topology."""
+    edge, core = await Peer().start(), await Peer().start()
+    config = probe_config(
+        [
+            leg("edge", f"ws://127.0.0.1:{edge.port}/probe/ws", segments=["wan", "edge", "core"]),
+            leg("core", f"ws://127.0.0.1:{core.port}/probe/ws", segments=["core"]),
+            leg("backend", f"http://127.0.0.1:{core.port}/ok", kind="http", segments=["backend"]),
+        ]
+    )
+    started = time.time()
+    try:
+        async with running_probe(config) as probe:
+            for name in ("edge", "core", "backend"):
+                await probe.wait_for(name, "up")
+            yield Topology(edge, core, probe, started)
+    finally:
+        await edge.stop()
+        await core.stop()

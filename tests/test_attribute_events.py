@@ -2,98 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import io
 import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from t3probe.attribute.cli import attribute_command, run_attribute
+from t3probe.attribute.cli import run_attribute
 from t3probe.attribute.verdict import CLEAN_SENTENCE, NO_DATA_SENTENCE
-from t3probe.reasons import NON_PATH_REASONS, Reason
-from tests.conftest import TIME_UNIT
-from tests.harness import Peer, RunningProbe, leg, probe_config, running_probe
-from tests.prom import free_port
-
-PATH_REASONS = {str(reason) for reason in Reason if reason not in NON_PATH_REASONS}
-
-
-def namespace(at: str | float, **options: Any) -> argparse.Namespace:
-    """The Namespace src/t3probe/cli.py hands to run_attribute."""
-    values: dict[str, Any] = {
-        "at": str(at),
-        "window": None,
-        "tz": "UTC",
-        "prometheus": None,
-        "events": None,
-        "json": False,
-    }
-    values.update(options)
-    return argparse.Namespace(**values)
-
-
-async def invoke(args: argparse.Namespace) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = await attribute_command(args, out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-async def invoke_json(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    args.json = True
-    code, out, err = await invoke(args)
-    document: dict[str, Any] = json.loads(out)
-    assert document["exit_code"] == code, (document, err)
-    return code, document
-
-
-class Topology:
-    """Two peers: ``edge`` crosses wan+edge+core, ``core`` and ``backend`` only their own."""
-
-    def __init__(self, edge: Peer, core: Peer, probe: RunningProbe, started: float) -> None:
-        self.edge = edge
-        self.core = core
-        self.probe = probe
-        self.started = started
-
-    @property
-    def probe_url(self) -> str:
-        return f"http://127.0.0.1:{self.probe.probe.port}"
-
-
-@pytest.fixture
-async def topology() -> AsyncIterator[Topology]:
-    edge, core = await Peer().start(), await Peer().start()
-    config = probe_config(
-        [
-            leg("edge", f"ws://127.0.0.1:{edge.port}/probe/ws", segments=["wan", "edge", "core"]),
-            leg("core", f"ws://127.0.0.1:{core.port}/probe/ws", segments=["core"]),
-            leg("backend", f"http://127.0.0.1:{core.port}/ok", kind="http", segments=["backend"]),
-        ]
-    )
-    started = time.time()
-    try:
-        async with running_probe(config) as probe:
-            for name in ("edge", "core", "backend"):
-                await probe.wait_for(name, "up")
-            yield Topology(edge, core, probe, started)
-    finally:
-        await edge.stop()
-        await core.stop()
-
-
-async def inject_edge_fault(topology: Topology) -> float:
-    """Stop the edge peer; returns the time just before the fault."""
-    before = time.time()
-    after = len(topology.probe.events)
-    await topology.edge.stop()
-    await topology.probe.wait_for("edge", "down", after=after)
-    return before
+from tests.support.attribute import (
+    PATH_REASONS,
+    Topology,
+    inject_edge_fault,
+    invoke,
+    invoke_json,
+    namespace,
+)
+from tests.support.env import TIME_UNIT
+from tests.support.harness import Peer, free_port
 
 
 async def test_events_source_answers_clean_fault_and_no_data(topology: Topology) -> None:

@@ -18,19 +18,21 @@ from t3probe.attribute.http import session
 from t3probe.attribute.model import SourceError
 from t3probe.attribute.prometheus import PrometheusAPI
 from t3probe.attribute.verdict import CLEAN_SENTENCE, NO_DATA_SENTENCE
-from tests.conftest import TIME_UNIT
-from tests.prom import Prometheus, free_port, running_prometheus
-from tests.test_attribute_events import (
+from tests.support.attribute import (
     PATH_REASONS,
     Topology,
     inject_edge_fault,
     invoke,
     invoke_json,
     namespace,
-    topology,  # noqa: F401 - the fixture
 )
+from tests.support.env import TIME_UNIT
+from tests.support.harness import free_port
+from tests.support.prom import Prometheus, running_prometheus
 
 SUBPROCESS_TIMEOUT_SECONDS = 30.0
+
+pytestmark = pytest.mark.e2e
 
 
 async def _scraped(prom: Prometheus, samples: int) -> None:
@@ -62,7 +64,7 @@ async def _cli(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_attribute_from_prometheus(topology: Topology) -> None:  # noqa: F811
+async def test_attribute_from_prometheus(topology: Topology) -> None:
     async with running_prometheus([f"127.0.0.1:{topology.probe.probe.port}"]) as prom:
         await _scraped(prom, 6)
 

@@ -11,7 +11,7 @@ from t3probe.attribute.model import Drop, Evidence, LegEvidence, Percentiles, So
 from t3probe.attribute.report import as_json, text
 from t3probe.attribute.verdict import CLEAN_SENTENCE, NO_DATA_SENTENCE, Outcome, judge
 from t3probe.reasons import Reason
-from tests.test_attribution import SEGMENTS
+from tests.support.reference import SEGMENTS
 
 WINDOW = Window(at=1_000_000.0, start=999_955.0, end=1_000_015.0, requested_end=1_000_015.0)
 

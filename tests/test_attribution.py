@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from t3probe.attribution import LegObservation, LegStatus, attribute
-from t3probe.config_file import load_config
 from t3probe.reasons import Reason
+from tests.support.reference import SEGMENTS
 
-REFERENCE = load_config(Path(__file__).resolve().parent.parent / "examples" / "reference.yaml")
-SEGMENTS = {leg.name: tuple(leg.segments) for leg in REFERENCE.legs}
 NOW = 1_000_000.0
 WINDOW = 20.0
 

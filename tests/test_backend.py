@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -12,19 +11,6 @@ import pytest
 from t3probe.lab.backend import BackendServer, serve_backend
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[BackendServer]:
-    server = await serve_backend(HOST, 0)
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def url(server: BackendServer, path: str = "/api/auth/session") -> str:

@@ -18,8 +18,12 @@ from benchmarks.blackbox import blackbox_binary
 from benchmarks.common import histogram_quantile, summary
 from benchmarks.run import BENCHMARKS, main, run_one
 
-# Whole seconds: each benchmark spawns real processes and waits on real timers.
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [
+    # Whole seconds: each benchmark spawns real processes and waits on real timers.
+    pytest.mark.timeout(90),
+    # Every benchmark compares against Debian's prometheus-blackbox-exporter.
+    pytest.mark.e2e,
+]
 
 
 @pytest.fixture(scope="module", autouse=True)

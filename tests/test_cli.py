@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_daemon import free_port
+from tests.support.harness import free_port
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -143,6 +143,28 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml")
 
 
+def test_doh_servers_must_fit_inside_the_connect_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "connect_timeout_seconds: 1\n"
+        "legs: [{name: a, kind: websocket, url: 'wss://x.test/', segments: [s],"
+        " resolver: {kind: doh, servers: ['https://127.0.0.1/q', 'https://127.0.0.2/q'],"
+        " timeout_seconds: 0.5}}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"legs\[0\].resolver: 2 DoH servers"):
+        load_config(path)
+
+
+def test_an_unloadable_ca_file_fails_the_config_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "legs: [{name: a, kind: websocket, url: 'wss://x.test/', segments: [s],"
+        f" ca_file: '{tmp_path / 'missing.pem'}'}}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"legs\[0\].ca_file: cannot load CA file"):
+        load_config(path)
+
+
 def test_reference_config_is_valid_and_keeps_its_shape() -> None:
     config = load_config(REPO / "examples" / "reference.yaml")
     assert [leg.name for leg in config.legs] == ["cloudflare", "internal", "t3serve"]
@@ -171,6 +193,16 @@ def test_bad_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("T3PROBE_LEGS", "[]")
     with pytest.raises(ConfigError, match="watchdog_seconds"):
         load_config(None)
+
+
+def test_environment_overrides_are_named_when_the_config_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T3PROBE_HEARTBEAT_SECONDS", "abc")
+    path = tmp_path / "c.yaml"
+    path.write_text("legs: [{name: a, kind: http, url: 'http://127.0.0.1:1/', segments: [s]}]\n")
+    with pytest.raises(ConfigError, match="environment overrides in effect: T3PROBE_HEARTBEAT"):
+        load_config(path)
 
 
 def test_dump_round_trips(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The daemon as operators run it: HTTP surface, exposition, shutdown, self-distrust."""
+"""The daemon as operators run it: HTTP surface, exposition, stdout, shutdown, self-distrust."""
 
 from __future__ import annotations
 
@@ -11,32 +11,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from t3probe.daemon import Probe
 from t3probe.legs.base import Leg, LegContext
-from t3probe.reasons import Reason
-from t3probe.supervisor import Backoff, supervise
-from tests.conftest import TIME_UNIT
-from tests.harness import Peer, leg, probe_config, running_probe
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    server = await Peer().start()
-    yield server
-    await server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from t3probe.reasons import Classified, Reason
+from t3probe.supervisor import Backoff, blame_own_stall, supervise
+from tests.support.env import TIME_UNIT
+from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -74,6 +61,22 @@ async def test_healthz_stays_ok_while_every_leg_is_down() -> None:
         assert (await _get(f"http://127.0.0.1:{probe.probe.port}/healthz"))[0] == 200
 
 
+async def test_a_broken_stdout_never_looks_like_a_network_fault(peer: Peer) -> None:
+    def broken_pipe(line: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")])
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=broken_pipe)
+    await probe.start()
+    try:
+        await asyncio.sleep(0.6 * TIME_UNIT)
+        assert probe.registry.get_sample_value("t3probe_connected", {"leg": "ws"}) == 1
+        assert not [e for e in probe.recorder.events.since(None) if e.kind == "down"]
+    finally:
+        await probe.stop()
+
+
+@pytest.mark.e2e
 async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -120,6 +123,21 @@ async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:
         assert down.reason is Reason.PROBE_STALL
         assert probe.probe.recorder.refresh_verdict().verdict == "probe_unhealthy"
         assert (probe.metric("t3probe_event_loop_lag_seconds_count") or 0) > 0
+
+
+def test_any_path_failure_during_the_probes_own_stall_is_probe_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = probe_config([leg("ws", "ws://127.0.0.1:9/probe/ws")])
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=lambda line: None)
+    _, ctx = probe._make_leg(config.legs[0])
+    reset = Classified(Reason.RESET, "peer gave up on us")
+    monkeypatch.setattr(ctx.lag, "max_lag_within", lambda seconds: 0.0)
+    assert blame_own_stall(reset, ctx).reason is Reason.RESET
+    monkeypatch.setattr(ctx.lag, "max_lag_within", lambda seconds: 5.0)
+    assert blame_own_stall(reset, ctx).reason is Reason.PROBE_STALL
+    dns = Classified(Reason.DNS_FAILED, "resolver down")
+    assert blame_own_stall(dns, ctx).reason is Reason.DNS_FAILED
 
 
 class _BuggyLeg:

@@ -16,7 +16,7 @@ import pytest
 
 from t3probe.config import DohResolverConfig
 from t3probe.lab.dohserver import DohServer
-from t3probe.lab.pki import Pki, make_pki
+from t3probe.lab.pki import Pki
 from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
@@ -52,11 +52,6 @@ class Sink:
 
 
 MakeResolver = Callable[..., DohResolver]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), ["doh.lab.test"], ["127.0.0.1"])
 
 
 @pytest.fixture

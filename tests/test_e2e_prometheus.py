@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from tests.conftest import TIME_UNIT
-from tests.prom import Prometheus, running_prometheus
-from tests.test_daemon import free_port
-from tests.test_lab import LAB_ENV, _read_until
-from tests.test_ops_artifacts import dashboard_queries, runbook_queries, scaling_queries
+from tests.support.artifacts import RULES
+from tests.support.env import TIME_UNIT
+from tests.support.harness import free_port
+from tests.support.lab import LAB_ENV, read_until
+from tests.support.ops_queries import dashboard_queries, runbook_queries, scaling_queries
+from tests.support.prom import Prometheus, running_prometheus
 
-RULES = Path(__file__).resolve().parent.parent / "alerts" / "t3probe.rules.yml"
+pytestmark = pytest.mark.e2e
 
 
 async def _value(prom: Prometheus, expr: str) -> float | None:
@@ -59,7 +60,7 @@ async def test_lab_fault_seen_through_prometheus_and_every_documented_query_runs
     )  # fmt: skip
     assert lab.stdout is not None
     try:
-        await _read_until(lab.stdout, "verdict: infra_clean", 20)
+        await read_until(lab.stdout, "verdict: infra_clean", 20)
         async with running_prometheus([f"127.0.0.1:{probe_port}"], rule_files=[RULES]) as prom:
             await _until(prom, 'min(t3probe_connected{job="t3probe"})', lambda v: v == 1, 20)
             async with aiohttp.ClientSession() as session:

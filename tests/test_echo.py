@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import struct
@@ -16,6 +15,8 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from t3probe.echo import ECHO_HEADER, EchoLimits, EchoServer, TokenBucket, serve_echo
+from tests.support.frames import frame, upgrade_request
+from tests.support.harness import eventually
 
 HOST = "127.0.0.1"
 StartEcho = Callable[..., Awaitable[EchoServer]]
@@ -40,38 +41,11 @@ async def echo(start_echo: StartEcho) -> EchoServer:
     return await start_echo()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def url(server: EchoServer, path: str = "/probe/ws") -> str:
     return f"http://{HOST}:{server.port}{path}"
 
 
 # --- a hand-written client, for what well-behaved libraries refuse to send ------------
-
-
-def frame(
-    opcode: int, payload: bytes, *, declared_len: int | None = None, zero_mask: bool = False
-) -> bytes:
-    """A masked client frame; ``declared_len`` lets the header lie about the payload.
-
-    A zero mask is valid and keeps bulk payloads cheap to build.
-    """
-    length = len(payload) if declared_len is None else declared_len
-    head = bytes([0x80 | opcode])
-    if length < 126:
-        head += bytes([0x80 | length])
-    elif length < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    if zero_mask:
-        return head + b"\0\0\0\0" + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -90,14 +64,6 @@ async def read_close_code(reader: asyncio.StreamReader) -> int:
         opcode, payload = await read_frame(reader)
         if opcode == 0x8:
             return int(struct.unpack("!H", payload[:2])[0])
-
-
-def upgrade_request(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET /probe/ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
 
 
 class RawClient:
@@ -131,15 +97,6 @@ async def raw_clients() -> AsyncIterator[list[RawClient]]:
     yield clients
     for client in clients:
         await client.aclose()
-
-
-async def eventually(predicate: Callable[[], bool], within: float) -> None:
-    """Poll server-side state that has no event to wait on."""
-    for _ in range(max(1, int(within / 0.01))):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    assert predicate(), f"not true within {within} s"
 
 
 # --- the contract ------------------------------------------------------------------

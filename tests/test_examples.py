@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import TIME_UNIT
-from tests.test_daemon import free_port
+from tests.support.env import TIME_UNIT
+from tests.support.harness import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "loopback.yaml"
 

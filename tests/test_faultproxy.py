@@ -12,6 +12,7 @@ import pytest
 
 from t3probe.echo import serve_echo
 from t3probe.lab.faultproxy import FaultProxy
+from tests.support.harness import eventually
 
 HOST = "127.0.0.1"
 
@@ -101,15 +102,6 @@ async def connect() -> AsyncIterator[Connect]:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-
-
-async def eventually(predicate: Callable[[], bool], within: float) -> None:
-    """Poll state that has no event to wait on."""
-    for _ in range(max(1, int(within / 0.01))):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    assert predicate(), f"not true within {within} s"
 
 
 async def round_trip(

@@ -9,7 +9,6 @@ healthy leg: it stays up and its round trip stays low throughout.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -25,9 +24,9 @@ import psutil
 import pytest
 
 from t3probe.echo import EchoLimits
-from tests.conftest import TIME_UNIT
-from tests.harness import RunningProbe, leg, probe_config, running_probe
-from tests.test_echo import frame
+from tests.support.env import TIME_UNIT
+from tests.support.frames import frame, upgrade_request
+from tests.support.harness import RunningProbe, leg, probe_config, running_probe
 
 MAX_CONNECTIONS = 150
 LIMITS = EchoLimits(
@@ -64,7 +63,7 @@ asyncio.run(main())
 
 
 @dataclass
-class Echo:
+class EchoProcess:
     process: asyncio.subprocess.Process
     port: int
 
@@ -90,7 +89,7 @@ class Healthy:
 
 
 @pytest.fixture
-async def echo() -> AsyncIterator[Echo]:
+async def echo_process() -> AsyncIterator[EchoProcess]:
     limits = {
         name: getattr(LIMITS, name)
         for name in (
@@ -114,7 +113,7 @@ async def echo() -> AsyncIterator[Echo]:
         assert process.stdout is not None
         async with asyncio.timeout(10 * TIME_UNIT):
             port = int(await process.stdout.readline())
-        yield Echo(process, port)
+        yield EchoProcess(process, port)
     finally:
         if process.returncode is None:
             os.kill(process.pid, signal.SIGTERM)
@@ -128,8 +127,8 @@ async def echo() -> AsyncIterator[Echo]:
 
 
 @pytest.fixture
-async def healthy(echo: Echo) -> AsyncIterator[Healthy]:
-    config = probe_config([leg("healthy", echo.ws_url)])
+async def healthy(echo_process: EchoProcess) -> AsyncIterator[Healthy]:
+    config = probe_config([leg("healthy", echo_process.ws_url)])
     async with running_probe(config) as probe:
         handle = Healthy(probe)
         original = probe.probe.recorder.observe_rtt
@@ -150,14 +149,6 @@ async def healthy(echo: Echo) -> AsyncIterator[Healthy]:
 
 def client_frame(opcode: int, payload: bytes, declared: int | None = None) -> bytes:
     return frame(opcode, payload, declared_len=declared, zero_mask=True)
-
-
-def upgrade_request(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET /probe/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
 
 
 Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -222,14 +213,14 @@ async def until(predicate: Callable[[], Awaitable[bool]], within: float) -> None
 
 
 async def test_flood_from_many_connections_is_cut_off_and_the_healthy_leg_unharmed(
-    echo: Echo, healthy: Healthy
+    echo_process: EchoProcess, healthy: Healthy
 ) -> None:
-    rss_before = echo.rss
+    rss_before = echo_process.rss
     flood = b"".join(client_frame(0x1, f"flood {i}".encode()) for i in range(500))
     codes: list[int | None] = []
 
     async def flooder() -> None:
-        (reader, writer), head = await upgraded(echo.port)
+        (reader, writer), head = await upgraded(echo_process.port)
         assert head.startswith(b"HTTP/1.1 101"), head
         try:
             with contextlib.suppress(ConnectionError):
@@ -246,22 +237,22 @@ async def test_flood_from_many_connections_is_cut_off_and_the_healthy_leg_unharm
     # Every flooder was cut off for its rate (1008), none was served forever.
     assert codes.count(1008) >= 0.9 * len(codes), codes
     healthy.assert_unharmed()
-    assert echo.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
+    assert echo_process.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
 
 
 async def test_connection_storm_hits_the_cap_and_the_healthy_leg_keeps_its_slot(
-    echo: Echo, healthy: Healthy
+    echo_process: EchoProcess, healthy: Healthy
 ) -> None:
     held: list[asyncio.StreamWriter] = []
     statuses: list[bytes] = []
 
     async def grab() -> None:
-        (_, writer), head = await upgraded(echo.port)
+        (_, writer), head = await upgraded(echo_process.port)
         held.append(writer)
         statuses.append(head.split(b" ", 2)[1])
 
     async def refused() -> None:
-        (_, writer), head = await upgraded(echo.port)
+        (_, writer), head = await upgraded(echo_process.port)
         await shut(writer)
         assert head.startswith(b"HTTP/1.1 503"), head
 
@@ -280,7 +271,7 @@ async def test_connection_storm_hits_the_cap_and_the_healthy_leg_keeps_its_slot(
     async def slot_free() -> bool:
         async with aiohttp.ClientSession() as session:
             with contextlib.suppress(aiohttp.WSServerHandshakeError):
-                async with session.ws_connect(echo.ws_url) as ws:
+                async with session.ws_connect(echo_process.ws_url) as ws:
                     await ws.send_str("freed")
                     return await ws.receive_str(timeout=2) == "freed"
         return False
@@ -289,14 +280,14 @@ async def test_connection_storm_hits_the_cap_and_the_healthy_leg_keeps_its_slot(
 
 
 async def test_oversize_frames_in_bulk_are_refused_from_the_header(
-    echo: Echo, healthy: Healthy
+    echo_process: EchoProcess, healthy: Healthy
 ) -> None:
-    rss_before = echo.rss
+    rss_before = echo_process.rss
     body = b"x" * (256 * 1024)
     codes: list[int | None] = []
 
     async def oversize(declared: int) -> None:
-        (reader, writer), head = await upgraded(echo.port)
+        (reader, writer), head = await upgraded(echo_process.port)
         assert head.startswith(b"HTTP/1.1 101"), head
         try:
             with contextlib.suppress(ConnectionError):
@@ -312,17 +303,17 @@ async def test_oversize_frames_in_bulk_are_refused_from_the_header(
     waves = await in_waves(lambda: gather_all([oversize(size) for size in sizes]))
     assert codes.count(1009) == waves * len(sizes), codes
     healthy.assert_unharmed()
-    assert echo.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
+    assert echo_process.rss <= rss_before + ECHO_RSS_MARGIN_BYTES
 
 
 async def test_slow_loris_storm_is_dropped_and_the_healthy_leg_unharmed(
-    echo: Echo, healthy: Healthy
+    echo_process: EchoProcess, healthy: Healthy
 ) -> None:
-    request = upgrade_request(echo.port)
+    request = upgrade_request(echo_process.port)
     dropped_after: list[float] = []
 
     async def loris() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", echo_process.port)
         started = time.monotonic()
         try:
             async with asyncio.timeout(5 * TIME_UNIT):
@@ -345,6 +336,6 @@ async def test_slow_loris_storm_is_dropped_and_the_healthy_leg_unharmed(
     assert len(dropped_after) == waves * 2 * MAX_CONNECTIONS
     assert max(dropped_after) < LIMITS.header_timeout_seconds + 2 * TIME_UNIT
     healthy.assert_unharmed()
-    async with aiohttp.ClientSession() as session, session.ws_connect(echo.ws_url) as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(echo_process.ws_url) as ws:
         await ws.send_str("not starved")
         assert await ws.receive_str(timeout=2) == "not starved"

@@ -45,8 +45,9 @@ from t3probe.echo import EchoLimits, serve_echo
 from t3probe.events import LegEvent
 from t3probe.reasons import Reason
 from t3probe.resolvers.dohwire import DohWireError, build_query, parse_answer
-from tests.conftest import TIME_UNIT
-from tests.harness import leg, probe_config, raw_tcp_server, rst
+from tests.support.env import TIME_UNIT
+from tests.support.frames import upgrade_request
+from tests.support.harness import leg, probe_config, raw_tcp_server, rst
 
 HOST = "t3.example.test"
 QID = 0x2222
@@ -332,20 +333,12 @@ CLIENT_FRAMES = st.one_of(
 )
 
 
-def _upgrade(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET /probe/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
 async def _echo_survives(frames: list[bytes]) -> None:
     echo = await serve_echo("127.0.0.1", 0, EchoLimits(max_frame_bytes=512))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
         try:
-            writer.write(_upgrade(echo.port))
+            writer.write(upgrade_request(echo.port))
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
             with contextlib.suppress(ConnectionError):
                 for chunk in frames:

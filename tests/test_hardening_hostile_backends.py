@@ -18,12 +18,19 @@ import psutil
 import pytest
 from aiohttp import web
 
-from t3probe.lab.backend import SESSION_PATH, BackendServer, serve_backend
+from t3probe.lab.backend import SESSION_PATH, BackendServer
 from t3probe.lab.dohserver import DohServer
-from t3probe.lab.pki import Pki, make_pki
+from t3probe.lab.pki import Pki
 from t3probe.reasons import Reason
-from tests.conftest import TIME_UNIT
-from tests.harness import Peer, RunningProbe, leg, probe_config, raw_tcp_server, running_probe
+from tests.support.env import TIME_UNIT
+from tests.support.harness import (
+    Peer,
+    RunningProbe,
+    leg,
+    probe_config,
+    raw_tcp_server,
+    running_probe,
+)
 
 DOH_HOST = "t3.hostile.test"
 RSS_MARGIN_BYTES = 60 * 1024 * 1024
@@ -37,18 +44,6 @@ pytestmark = pytest.mark.timeout(60)
 
 def rss() -> int:
     return int(psutil.Process().memory_info().rss)
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[BackendServer]:
-    server = await serve_backend("127.0.0.1", 0)
-    yield server
-    await server.stop()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), [DOH_HOST], ["127.0.0.1"])
 
 
 async def first_down(probe: RunningProbe, name: str) -> tuple[float, Reason | None]:
@@ -131,13 +126,6 @@ async def test_huge_body_is_read_bounded_and_the_process_counts_as_alive(
 
 
 # --- DoH servers -------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    server = await Peer().start()
-    yield server
-    await server.stop()
 
 
 def doh_leg(peer: Peer, pki: Pki, doh_url: str) -> dict[str, object]:

@@ -12,16 +12,15 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import AsyncIterator
 
 import psutil
 import pytest
 
-from t3probe.lab.backend import SESSION_PATH, BackendServer, serve_backend
+from t3probe.lab.backend import SESSION_PATH, BackendServer
 from t3probe.lab.faultproxy import FaultProxy
 from t3probe.reasons import Reason
-from tests.conftest import TIME_UNIT
-from tests.harness import Peer, leg, probe_config, running_probe
+from tests.support.env import TIME_UNIT
+from tests.support.harness import Peer, leg, probe_config, running_probe
 
 TARGET_CYCLES = 2000
 MIN_CYCLES = 1000  # "thousands" even on a slow machine
@@ -41,20 +40,6 @@ def open_fds() -> int:
 
 def rss() -> int:
     return int(psutil.Process().memory_info().rss)
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    server = await Peer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[BackendServer]:
-    server = await serve_backend("127.0.0.1", 0)
-    yield server
-    await server.stop()
 
 
 async def test_thousands_of_connect_drop_cycles_leak_nothing(

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 
 import aiohttp
 
-from tests.conftest import TIME_UNIT
-from tests.test_daemon import free_port
-
-LAB_ENV = {**os.environ, "T3PROBE_LOOPBACK_ONLY": "1"}
+from tests.support.env import TIME_UNIT
+from tests.support.harness import free_port
+from tests.support.lab import LAB_ENV, read_until
 
 
 def test_every_scenario_matches_its_expected_verdict() -> None:
@@ -47,18 +45,6 @@ def test_unknown_scenario_is_refused_with_the_choices() -> None:
     assert "unknown scenario 'meteor'" in result.stderr and "cdn_blackhole" in result.stderr
 
 
-async def _read_until(stream: asyncio.StreamReader, needle: str, seconds: float) -> list[str]:
-    seen: list[str] = []
-    async with asyncio.timeout(seconds * TIME_UNIT):
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"lab exited before printing {needle!r}: {seen}")
-            seen.append(line.rstrip())
-            if needle in line:
-                return seen
-
-
 async def test_a_fault_injected_by_hand_convicts_the_right_segment() -> None:
     probe_port, control_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
@@ -77,17 +63,17 @@ async def test_a_fault_injected_by_hand_convicts_the_right_segment() -> None:
     assert process.stdout is not None
     control = f"http://127.0.0.1:{control_port}/lab"
     try:
-        await _read_until(process.stdout, "verdict: infra_clean", 20)
+        await read_until(process.stdout, "verdict: infra_clean", 20)
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{control}/fault/edge/blackhole") as response:
                 assert response.status == 200
-            await _read_until(process.stdout, "verdict: suspect → wan, cf_edge, cf_tunnel", 15)
+            await read_until(process.stdout, "verdict: suspect → wan, cf_edge, cf_tunnel", 15)
             async with session.post(f"{control}/fault/edge/meteor") as response:
                 assert response.status == 400
                 assert "edge has no fault 'meteor'" in (await response.json())["error"]
             async with session.delete(f"{control}/fault/edge") as response:
                 assert response.status == 200
-            await _read_until(process.stdout, "verdict: infra_clean", 20)
+            await read_until(process.stdout, "verdict: infra_clean", 20)
             async with session.get(f"http://127.0.0.1:{probe_port}/metrics") as response:
                 metrics = await response.text()
         assert 't3probe_disconnects_total{leg="cloudflare",reason="rtt_timeout"} 1.0' in metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,22 +16,10 @@ import websockets.asyncio.server as ws_server
 from t3probe.config import ProbeConfig
 from t3probe.lab.dohserver import DohServer
 from t3probe.lab.faultproxy import FaultProxy
-from t3probe.lab.pki import Pki, make_pki
+from t3probe.lab.pki import Pki
 from t3probe.reasons import Reason
-from tests.conftest import TIME_UNIT
-from tests.harness import Peer, leg, probe_config, running_probe
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    server = await Peer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), ["t3.lab.test"], ["127.0.0.1"])
+from tests.support.env import TIME_UNIT
+from tests.support.harness import Peer, leg, probe_config, running_probe
 
 
 async def test_legs_come_up_and_measure_rtt(peer: Peer) -> None:
@@ -90,6 +79,23 @@ async def test_close_frame_is_closed_by_peer_with_its_code(peer: Peer) -> None:
         assert down.reason is Reason.CLOSED_BY_PEER
         assert down.close_code == 4011
         assert down.to_json()["close_code"] == 4011
+
+
+async def test_a_close_right_after_upgrade_keeps_its_code_and_backs_off(peer: Peer) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/close-now/1008")],
+        backoff_initial_seconds=0.1,
+        backoff_max_seconds=1.0,
+    )
+    async with running_probe(config) as probe:
+        await asyncio.sleep(2.0)
+    downs = [e for e in probe.events if e.kind == "down"]
+    assert downs, "the peer's close was never seen"
+    assert all(e.reason is Reason.CLOSED_BY_PEER and e.close_code == 1008 for e in downs), [
+        (e.reason, e.close_code, e.detail) for e in downs
+    ]
+    # 0.1, 0.2, 0.4, 0.8 s...: a handful of attempts, not one every 0.1 s.
+    assert len(downs) <= 8
 
 
 async def test_refused_is_connect_refused(peer: Peer) -> None:
@@ -218,6 +224,25 @@ async def test_forbidden_address_is_route_mismatch(peer: Peer) -> None:
         down = await probe.wait_for("cdn", "down")
         assert down.reason is Reason.ROUTE_MISMATCH
         assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="forbidden_address")
+
+
+async def test_a_hung_system_resolver_is_dns_failed_not_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def hang(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(3)
+        raise socket.gaierror(socket.EAI_AGAIN, "gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    config = probe_config(
+        [leg("named", "ws://backend.t3probe.test:9/probe/ws")], connect_timeout_seconds=0.5
+    )
+    async with running_probe(config) as probe:
+        started = time.monotonic()
+        down = await probe.wait_for("named", "down")
+        assert down.reason is Reason.DNS_FAILED
+        assert time.monotonic() - started < 1.5 * TIME_UNIT
+        assert probe.metric("t3probe_dns_failures_total", leg="named", reason="timeout")
 
 
 async def test_every_drop_and_recovery_is_a_json_line(peer: Peer) -> None:

@@ -12,12 +12,8 @@ import pytest
 
 from t3probe.lab.pki import Pki, make_pki
 
+# The `pki` fixture (tests/conftest.py) is issued for this name, 127.0.0.1 and ::1.
 NAME = "t3.lab.test"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), [NAME], ["127.0.0.1", "::1"])
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

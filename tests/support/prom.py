@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +21,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import TIME_UNIT
+from tests.support.env import TIME_UNIT
+from tests.support.harness import free_port
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -78,13 +78,6 @@ def prometheus_binary() -> str:
             " (Debian: apt-get install prometheus; `make test` installs it when root) !!!"
         )
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_config(path: Path, targets: Sequence[str], job: str, rule_files: Sequence[Path]) -> None:

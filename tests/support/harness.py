@@ -1,4 +1,4 @@
-"""Shared test peers and an in-process probe, all on loopback."""
+"""Test peers, an in-process probe and small network helpers, all on loopback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from t3probe.config import ProbeConfig, build_config
 from t3probe.daemon import Probe
 from t3probe.events import LegEvent
-from tests.conftest import TIME_UNIT
+from tests.support.env import TIME_UNIT
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -49,6 +49,23 @@ async def raw_tcp_server(handler: StreamHandler) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: for a server started later, or a refusal."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(predicate: Callable[[], bool], within: float) -> None:
+    """Poll state that has no event to wait on."""
+    for _ in range(max(1, int(within / 0.01))):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    assert predicate(), f"not true within {within} s"
 
 
 def rst(transport: Any) -> None:
