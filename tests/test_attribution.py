@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from t3probe.attribution import LegObservation, LegStatus, attribute
+from t3probe.attribution import LegObservation, LegStatus, compute_verdict
 from t3probe.reasons import Reason
 from tests.support.reference import SEGMENTS
 
@@ -88,12 +88,12 @@ TABLE: list[tuple[str, list[LegObservation], str, tuple[str, ...]]] = [
 def test_attribution_table(
     legs: list[LegObservation], verdict: str, suspects: tuple[str, ...]
 ) -> None:
-    result = attribute(legs, NOW, WINDOW)
+    result = compute_verdict(legs, NOW, WINDOW)
     assert (result.verdict, result.suspects) == (verdict, suspects)
 
 
 def test_an_inconsistent_failure_is_reported_as_unexplained() -> None:
-    result = attribute(_legs(internal=Reason.RESET), NOW, WINDOW)
+    result = compute_verdict(_legs(internal=Reason.RESET), NOW, WINDOW)
     assert result.unexplained == ("internal",)
 
 
@@ -102,20 +102,20 @@ def test_a_drop_older_than_the_window_is_forgotten() -> None:
         "cloudflare", SEGMENTS["cloudflare"], "up", None, ((NOW - WINDOW - 1, Reason.RESET),)
     )
     legs = [old, *_legs()[1:]]
-    assert attribute(legs, NOW, WINDOW).verdict == "infra_clean"
+    assert compute_verdict(legs, NOW, WINDOW).verdict == "infra_clean"
 
 
 def test_flapping_leg_stays_failing_while_it_keeps_dropping() -> None:
     drops = tuple((NOW - age, Reason.RESET) for age in (30, 18, 9, 2))
     flapping = LegObservation("t3serve", SEGMENTS["t3serve"], "up", None, drops)
     legs = [*_legs()[:2], flapping]
-    result = attribute(legs, NOW, WINDOW)
+    result = compute_verdict(legs, NOW, WINDOW)
     assert result.suspects == ("t3serve",)
     assert result.leg_status["t3serve"] is LegStatus.FAILING
 
 
 def test_unmeasured_leg_leaves_its_exclusive_segments_unobserved() -> None:
-    result = attribute(_legs(cloudflare=Reason.ROUTE_MISMATCH), NOW, WINDOW)
+    result = compute_verdict(_legs(cloudflare=Reason.ROUTE_MISMATCH), NOW, WINDOW)
     assert result.unobserved == ("wan", "cf_edge", "cf_tunnel")
 
 
@@ -126,4 +126,4 @@ def test_ties_with_different_covers_are_all_reported() -> None:
         LegObservation("l2", ("a", "b"), "down", Reason.RESET),
         LegObservation("l3", ("b", "c"), "down", Reason.RESET),
     ]
-    assert attribute(legs, NOW, WINDOW).suspects == ("a", "c", "b")
+    assert compute_verdict(legs, NOW, WINDOW).suspects == ("a", "c", "b")

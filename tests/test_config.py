@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from t3probe.config import HttpLegConfig
 from t3probe.config_file import ConfigError, dump_config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,6 +73,12 @@ INVALID: list[tuple[str, Any, str]] = [
         "pinned address not an IP",
         {"legs": [_leg(resolver={"kind": "pinned", "address": "lb.internal"})]},
         "legs[0].resolver.address",
+    ),
+    (
+        "unknown leg kind",
+        {"legs": [_leg(kind="ftp")]},
+        "legs[0]: Input tag 'ftp' found using 'kind' does not match any of the expected tags:"
+        " 'websocket', 'http'",
     ),
     (
         "unknown resolver kind",
@@ -170,7 +177,9 @@ def test_reference_config_is_valid_and_keeps_its_shape() -> None:
     assert [leg.name for leg in config.legs] == ["cloudflare", "internal", "t3serve"]
     assert config.legs[0].resolver.kind == "doh"
     assert config.segments == ["wan", "cf_edge", "cf_tunnel", "traefik", "dispatch", "t3serve"]
-    assert config.legs[2].status_is_alive(404) and not config.legs[2].status_is_alive(502)
+    backend = config.legs[2]
+    assert isinstance(backend, HttpLegConfig)
+    assert backend.status_is_alive(404) and not backend.status_is_alive(502)
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,3 +242,15 @@ def test_run_without_config_exits_2_before_binding() -> None:
     result = _cli("run")
     assert result.returncode == 2
     assert "legs" in result.stderr and "never falls back" in result.stderr
+
+
+def test_legs_from_the_environment_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T3PROBE_LEGS", "not json")
+    with pytest.raises(ConfigError, match="T3PROBE_LEGS: legs must be JSON"):
+        load_config(None)
+
+
+def test_the_loader_reads_the_environment_it_is_given(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"heartbeat_seconds": 5, "legs": [_leg()]})
+    assert load_config(path, {"T3PROBE_HEARTBEAT_SECONDS": "3"}).heartbeat_seconds == 3.0
+    assert load_config(path, {}).heartbeat_seconds == 5.0

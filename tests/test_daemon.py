@@ -125,19 +125,13 @@ async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:
         assert (probe.metric("t3probe_event_loop_lag_seconds_count") or 0) > 0
 
 
-def test_any_path_failure_during_the_probes_own_stall_is_probe_stall(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    config = probe_config([leg("ws", "ws://127.0.0.1:9/probe/ws")])
-    probe = Probe(config, registry=CollectorRegistry(), emit_line=lambda line: None)
-    _, ctx = probe._make_leg(config.legs[0])
+def test_any_path_failure_during_the_probes_own_stall_is_probe_stall() -> None:
+    stall_seconds = probe_config([leg("ws", "ws://127.0.0.1:9/probe/ws")]).probe_stall_seconds
     reset = Classified(Reason.RESET, "peer gave up on us")
-    monkeypatch.setattr(ctx.lag, "max_lag_within", lambda seconds: 0.0)
-    assert blame_own_stall(reset, ctx).reason is Reason.RESET
-    monkeypatch.setattr(ctx.lag, "max_lag_within", lambda seconds: 5.0)
-    assert blame_own_stall(reset, ctx).reason is Reason.PROBE_STALL
+    assert blame_own_stall(reset, 0.0, stall_seconds).reason is Reason.RESET
+    assert blame_own_stall(reset, 5.0, stall_seconds).reason is Reason.PROBE_STALL
     dns = Classified(Reason.DNS_FAILED, "resolver down")
-    assert blame_own_stall(dns, ctx).reason is Reason.DNS_FAILED
+    assert blame_own_stall(dns, 5.0, stall_seconds).reason is Reason.DNS_FAILED
 
 
 class _BuggyLeg:
@@ -170,7 +164,7 @@ async def test_a_buggy_leg_is_internal_error_and_restarts(
     )
     async with running_probe(config) as probe:
         await probe.wait_for("ws", "up")
-        legs: list[tuple[Leg, LegContext]] = probe.probe._legs
+        legs: tuple[tuple[Leg, LegContext], ...] = probe.probe.legs
         ctx = legs[1][1]
         buggy = _BuggyLeg()
         task = asyncio.create_task(supervise(buggy, ctx, random.Random(1)))

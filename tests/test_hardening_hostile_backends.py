@@ -183,7 +183,7 @@ async def test_doh_answer_of_megabytes_is_cut_off(peer: Peer, pki: Pki) -> None:
     await site.start()
     before = rss()
     try:
-        url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/dns-query"  # type: ignore[union-attr]
+        url = f"https://127.0.0.1:{site.port}/dns-query"
         async with running_probe(probe_config([doh_leg(peer, pki, url)])) as probe:
             elapsed, reason = await first_down(probe, "cdn")
             assert reason is Reason.DNS_FAILED

@@ -8,7 +8,7 @@ from tests.support.artifacts import all_rules, recording_names
 from tests.support.contract import DROP_REASONS, VERDICTS
 from tests.support.ops_queries import dashboard_queries, runbook_queries, scaling_queries
 
-# The metric contract (DESIGN.md), by type.
+# The metric contract (README.md and docs), by type.
 GAUGES = {
     "t3probe_connected",
     "t3probe_last_disconnect_timestamp_seconds",

@@ -10,7 +10,8 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
-from t3probe.reasons import NON_PATH_REASONS, Phase, ProbeFailure, Reason, classify
+from t3probe.legs.classify import classify
+from t3probe.reasons import NON_PATH_REASONS, Phase, ProbeFailure, Reason
 from tests.support.contract import DROP_REASONS
 
 KEY = ConnectionKey("t3.example.test", 443, True, True, None, None, None, None)

@@ -25,8 +25,14 @@ from typing import Literal
 
 from t3probe.reasons import NON_PATH_REASONS, Reason
 
-LegState = Literal["unknown", "up", "down"]
-VerdictName = Literal["infra_clean", "suspect", "probe_unhealthy", "unknown"]
+LinkState = Literal["unknown", "up", "down"]
+
+
+class VerdictName(enum.StrEnum):
+    INFRA_CLEAN = "infra_clean"
+    SUSPECT = "suspect"
+    PROBE_UNHEALTHY = "probe_unhealthy"
+    UNKNOWN = "unknown"
 
 
 class LegStatus(enum.StrEnum):
@@ -41,7 +47,7 @@ class LegStatus(enum.StrEnum):
 class LegObservation:
     name: str
     segments: tuple[str, ...]
-    state: LegState
+    state: LinkState
     reason: Reason | None = None
     recent_drops: tuple[tuple[float, Reason], ...] = ()
 
@@ -94,7 +100,7 @@ def _cover(failing: Sequence[LegObservation], candidates: set[str]) -> tuple[set
     return chosen, uncovered
 
 
-def attribute(legs: Sequence[LegObservation], now: float, window: float) -> Verdict:
+def compute_verdict(legs: Sequence[LegObservation], now: float, window: float) -> Verdict:
     order = list(dict.fromkeys(segment for leg in legs for segment in leg.segments))
     statuses = {leg.name: leg_status(leg, now, window) for leg in legs}
     by_status = {
@@ -108,18 +114,18 @@ def attribute(legs: Sequence[LegObservation], now: float, window: float) -> Verd
         order,
     )
     if by_status[LegStatus.STALLED]:
-        return Verdict("probe_unhealthy", leg_status=statuses, unobserved=unobserved)
+        return Verdict(VerdictName.PROBE_UNHEALTHY, leg_status=statuses, unobserved=unobserved)
     failing = by_status[LegStatus.FAILING]
     if failing:
         candidates = {s for leg in failing for s in leg.segments} - healthy_segments
         chosen, unexplained = _cover(failing, candidates)
         return Verdict(
-            "suspect",
+            VerdictName.SUSPECT,
             suspects=_ordered(chosen, order),
             leg_status=statuses,
             unobserved=unobserved,
             unexplained=tuple(sorted(unexplained)),
         )
     if by_status[LegStatus.UNKNOWN] or by_status[LegStatus.UNMEASURED]:
-        return Verdict("unknown", leg_status=statuses, unobserved=unobserved)
-    return Verdict("infra_clean", leg_status=statuses)
+        return Verdict(VerdictName.UNKNOWN, leg_status=statuses, unobserved=unobserved)
+    return Verdict(VerdictName.INFRA_CLEAN, leg_status=statuses)

@@ -1,6 +1,7 @@
-"""Configuration models: YAML file overridden by ``T3PROBE_*`` environment variables.
+"""Configuration models: what a valid probe config is.
 
-Pure: validation only. Reading the file lives in :mod:`t3probe.config_file`.
+Pure: validation only, no I/O and no environment. Reading the file and applying
+``T3PROBE_*`` overrides live in :mod:`t3probe.config_file`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,7 +22,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 MAX_LEGS = 5000
 MAX_SEGMENTS_PER_LEG = 16
@@ -76,12 +76,16 @@ ResolverConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
-_SCHEMES: dict[str, tuple[str, ...]] = {"websocket": ("ws", "wss"), "http": ("http", "https")}
 
+class _LegBase(_Strict):
+    """What every leg kind shares; each kind adds its own keys in its own class."""
 
-class LegConfig(_Strict):
+    # The URL schemes a leg of this kind accepts, first the plain one.
+    schemes: ClassVar[tuple[str, ...]]
+    # Whether the leg holds one long-lived connection whose age at death is measured.
+    holds_connection: ClassVar[bool]
+
     name: Annotated[str, Field(pattern=_LABEL_VALUE)]
-    kind: Literal["websocket", "http"]
     url: str
     resolver: ResolverConfig = SystemResolverConfig()
     segments: Annotated[
@@ -89,9 +93,6 @@ class LegConfig(_Strict):
         Field(min_length=1, max_length=MAX_SEGMENTS_PER_LEG),
     ]
     ca_file: Path | None = None
-    expected_status: (
-        Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None
-    ) = None
     require_header: str | None = None
     forbid_addresses: Annotated[
         list[Annotated[IPvAnyNetwork, BeforeValidator(_address_text)]], Field(max_length=64)
@@ -124,13 +125,12 @@ class LegConfig(_Strict):
         return header
 
     @model_validator(mode="after")
-    def _kind_rules(self) -> LegConfig:
+    def _route_rules(self) -> _LegBase:
         scheme = urlsplit(self.url).scheme
-        if scheme not in _SCHEMES[self.kind]:
-            allowed = " or ".join(f"{s}://" for s in _SCHEMES[self.kind])
-            raise ValueError(f"url: a {self.kind} leg needs a {allowed} URL, got {scheme}://")
-        if self.expected_status is not None and self.kind != "http":
-            raise ValueError("expected_status: only http legs have an expected status")
+        if scheme not in self.schemes:
+            allowed = " or ".join(f"{s}://" for s in self.schemes)
+            kind = getattr(self, "kind", "")
+            raise ValueError(f"url: a {kind} leg needs a {allowed} URL, got {scheme}://")
         if isinstance(self.resolver, PinnedResolverConfig):
             for network in self.forbid_addresses:
                 if self.resolver.address in network:
@@ -157,10 +157,48 @@ class LegConfig(_Strict):
     def uses_tls(self) -> bool:
         return urlsplit(self.url).scheme in ("https", "wss")
 
+
+class WebSocketLegConfig(_LegBase):
+    """A persistent WebSocket to an echo, heartbeating through it."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("ws", "wss")
+    holds_connection: ClassVar[bool] = True
+
+    kind: Literal["websocket"]
+
+
+class HttpLegConfig(_LegBase):
+    """A GET every heartbeat; any answer in ``expected_status`` means the process is alive."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("http", "https")
+    holds_connection: ClassVar[bool] = False
+
+    kind: Literal["http"]
+    expected_status: (
+        Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None
+    ) = None
+
     def status_is_alive(self, status: int) -> bool:
         if self.expected_status is None:
             return status < 500
         return status in self.expected_status
+
+
+# A new leg kind adds its class here (and its factory in t3probe.legs.registry).
+LegConfig = Annotated[WebSocketLegConfig | HttpLegConfig, Field(discriminator="kind")]
+AnyLegConfig = WebSocketLegConfig | HttpLegConfig
+
+
+def _by_tag(union: Any) -> dict[str, type[BaseModel]]:
+    """The member classes of a discriminated union by their ``kind`` tag."""
+    members = get_args(get_args(union)[0])
+    return {get_args(member.model_fields["kind"].annotation)[0]: member for member in members}
+
+
+LEG_CONFIGS: dict[str, type[BaseModel]] = _by_tag(LegConfig)
+RESOLVER_CONFIGS: dict[str, type[BaseModel]] = _by_tag(ResolverConfig)
+LEG_KINDS: tuple[str, ...] = tuple(LEG_CONFIGS)
+RESOLVER_KINDS: tuple[str, ...] = tuple(RESOLVER_CONFIGS)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -182,11 +220,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-class ProbeConfig(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="T3PROBE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
-
+class ProbeConfig(_Strict):
     listen: str = "0.0.0.0:9108"
     heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     watchdog_seconds: Annotated[float, Field(gt=0, le=7200)] = 20.0
@@ -199,18 +233,6 @@ class ProbeConfig(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=128, le=1 << 20)] = 4096
     max_http_body_bytes: Annotated[int, Field(ge=0, le=1 << 24)] = 65536
     legs: Annotated[list[LegConfig], Field(min_length=1, max_length=MAX_LEGS)]
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's content arrives as init kwargs; the environment must override it.
-        return (env_settings, init_settings)
 
     @field_validator("listen")
     @classmethod
@@ -263,6 +285,6 @@ class ProbeConfig(BaseSettings):
         return list(seen)
 
 
-def build_config(file_data: dict[str, Any]) -> ProbeConfig:
-    """Validate file data, with ``T3PROBE_*`` environment variables taking precedence."""
-    return ProbeConfig(**file_data)
+def build_config(data: dict[str, Any]) -> ProbeConfig:
+    """Validate config data. Pure: the process environment is never consulted."""
+    return ProbeConfig.model_validate(data)

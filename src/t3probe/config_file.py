@@ -1,19 +1,36 @@
-"""Reading a config file and turning every failure into one operator-readable message."""
+"""Reading a config file, applying ``T3PROBE_*`` overrides, and turning every failure
+into one operator-readable message.
+
+:func:`config_from_text` is the pure core (text + environ -> config or error), so a
+reload can validate a new config without touching the running one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from t3probe.config import DohResolverConfig, ProbeConfig, build_config
+from t3probe.config import (
+    LEG_CONFIGS,
+    LEG_KINDS,
+    RESOLVER_KINDS,
+    DohResolverConfig,
+    ProbeConfig,
+    build_config,
+)
 
 MAX_CONFIG_BYTES = 1 << 20
 ENV_PREFIX = "T3PROBE_"
+# Union branch and validator names in pydantic's error locations are noise to an operator.
+_LOCATION_NOISE = frozenset({*LEG_KINDS, *RESOLVER_KINDS, "function-after", "list"})
+_KEYS_BY_LEG_KIND = {kind: set(cls.model_fields) for kind, cls in LEG_CONFIGS.items()}
 
 
 class ConfigError(Exception):
@@ -25,25 +42,104 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("system", "pinned", "doh", "function-after", "list"):
-            # Union branch and validator names are noise to an operator.
+        elif part in _LOCATION_NOISE:
             continue
         else:
             text += f".{part}" if text else str(part)
     return text or "(top level)"
 
 
+def _other_kinds_key(loc: tuple[int | str, ...], error_type: str) -> str | None:
+    """Say which leg kinds a key belongs to when it was given to another kind."""
+    if error_type != "extra_forbidden" or len(loc) != 4 or loc[0] != "legs":
+        return None
+    key = str(loc[-1])
+    owners = [kind for kind, keys in _KEYS_BY_LEG_KIND.items() if key in keys]
+    if not owners:
+        return None
+    article = "an" if key[0] in "aeiou" else "a"
+    return f"only {' and '.join(owners)} legs have {article} {key.replace('_', ' ')}"
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
-        where = _format_location(tuple(item["loc"]))
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
+        loc = tuple(item["loc"])
+        message = _other_kinds_key(loc, item["type"]) or item["msg"].removeprefix("Value error, ")
+        lines.append(f"{_format_location(loc)}: {message}")
     return "\n".join(lines)
 
 
-def load_config(path: Path | None) -> ProbeConfig:
-    data: Any = {}
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``T3PROBE_<KEY>`` values for top-level config keys, parsed as the key needs.
+
+    Keys holding lists or mappings (``legs``) take JSON; scalars are passed as text for
+    the model to convert, so a bad value is reported by the model naming its key.
+    """
+    overrides: dict[str, Any] = {}
+    for key, field in ProbeConfig.model_fields.items():
+        name = f"{ENV_PREFIX}{key.upper()}"
+        if name not in environ:
+            continue
+        text = environ[name]
+        if _takes_json(field.annotation):
+            try:
+                overrides[key] = json.loads(text)
+            except (ValueError, RecursionError) as err:
+                raise ConfigError(f"{name}: {key} must be JSON: {err}") from err
+        else:
+            overrides[key] = text
+    return overrides
+
+
+def _takes_json(annotation: Any) -> bool:
+    if annotation in (list, dict) or get_origin(annotation) in (list, dict):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _override_names(environ: Mapping[str, str]) -> list[str]:
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].split("__")[0].lower() in ProbeConfig.model_fields
+    )
+
+
+def parse_config_text(text: str, source: str) -> dict[str, Any]:
+    """YAML text to a mapping of config keys; ``source`` names it in errors."""
+    try:
+        data: Any = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"{source}: top-level key {odd[0]!r} is not a config key name")
+    return data
+
+
+def config_from_text(text: str | None, environ: Mapping[str, str], source: str) -> ProbeConfig:
+    """Pure: the file's text (None for no file) with ``environ``'s overrides on top."""
+    data = parse_config_text(text, source) if text is not None else {}
+    data.update(environment_overrides(environ))
+    try:
+        return build_config(data)
+    except ValidationError as err:
+        message = format_validation_error(err)
+        if "legs: Field required" in message:
+            message += " (t3probe never falls back to a built-in target: declare legs)"
+        overrides = _override_names(environ)
+        if overrides:
+            message += f"\n(environment overrides in effect: {', '.join(overrides)})"
+        raise ConfigError(message) from err
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> ProbeConfig:
+    """Read ``path`` (or no file), apply the environment's overrides, check CA files."""
+    text: str | None = None
     if path is not None:
         try:
             raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
@@ -52,29 +148,10 @@ def load_config(path: Path | None) -> ProbeConfig:
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
         try:
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        odd = [key for key in data if not isinstance(key, str)]
-        if odd:
-            raise ConfigError(f"{path}: top-level key {odd[0]!r} is not a config key name")
-    try:
-        config = build_config(data)
-    except ValidationError as err:
-        message = format_validation_error(err)
-        if "legs: Field required" in message:
-            message += " (t3probe never falls back to a built-in target: declare legs)"
-        overrides = sorted(
-            name
-            for name in os.environ
-            if name.startswith(ENV_PREFIX)
-            and name[len(ENV_PREFIX) :].split("__")[0].lower() in ProbeConfig.model_fields
-        )
-        if overrides:
-            message += f"\n(environment overrides in effect: {', '.join(overrides)})"
-        raise ConfigError(message) from err
+    config = config_from_text(text, os.environ if environ is None else environ, str(path))
     _check_ca_files(config)
     return config
 

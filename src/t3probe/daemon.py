@@ -15,13 +15,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from t3probe.clock import Clock, SystemClock
-from t3probe.config import LegConfig, ProbeConfig
+from t3probe.config import AnyLegConfig, ProbeConfig
 from t3probe.legs.base import Leg, LegContext
-from t3probe.legs.http import HttpLeg
-from t3probe.legs.websocket import WebSocketLeg
+from t3probe.legs.budget import LegBudget
+from t3probe.legs.registry import build_leg
 from t3probe.linewriter import LineWriter
 from t3probe.looplag import LoopLagMonitor
 from t3probe.metrics import ProbeMetrics
+from t3probe.reasons import DnsFailure
 from t3probe.recorder import Recorder
 from t3probe.resolvers.factory import build_resolver
 from t3probe.server import LIVENESS_TOLERANCE_SECONDS, exposition_of, make_app
@@ -63,21 +64,29 @@ class Probe:
         self._ready = False
         self.port = 0
 
-    def _make_leg(self, leg_config: LegConfig) -> tuple[Leg, LegContext]:
+    @property
+    def legs(self) -> tuple[tuple[Leg, LegContext], ...]:
+        """The running legs with their contexts (empty before start and after stop)."""
+        return tuple(self._legs)
+
+    def make_leg(self, leg_config: AnyLegConfig) -> tuple[Leg, LegContext]:
+        """Build a leg, its resolver and its context; nothing runs until supervised."""
         name = leg_config.name
 
-        def on_dns_failure(reason: str) -> None:
+        def on_dns_failure(reason: DnsFailure) -> None:
             self.recorder.dns_failure(name, reason)
 
-        resolver = build_resolver(self.config, leg_config, on_dns_failure, self.clock)
-        ctx = LegContext(self.config, leg_config, self.recorder, self.clock, self.lag, resolver)
-        leg: Leg = WebSocketLeg(ctx) if leg_config.kind == "websocket" else HttpLeg(ctx)
-        return leg, ctx
+        budget = LegBudget.of(self.config, leg_config)
+        resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock)
+        ctx = LegContext(
+            self.config, leg_config, budget, self.recorder, self.clock, self.lag, resolver
+        )
+        return build_leg(ctx), ctx
 
     async def start(self) -> None:
         # Legs (and their TLS contexts and resolvers) first: a broken CA file must fail
         # before the port is bound, not after.
-        self._legs = [self._make_leg(leg_config) for leg_config in self.config.legs]
+        self._legs = [self.make_leg(leg_config) for leg_config in self.config.legs]
         app = make_app(
             self.recorder,
             exposition_of(self.registry),

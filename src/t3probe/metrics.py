@@ -5,26 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from t3probe import __version__
-from t3probe.config import ProbeConfig
-from t3probe.reasons import Reason
+from t3probe.attribution import VerdictName
+from t3probe.config import PinnedResolverConfig, ProbeConfig
+from t3probe.reasons import DnsFailure, Reason
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 7 * 86400.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONNECT_PHASES = ("dns", "connect", "handshake")
-VERDICTS = ("infra_clean", "suspect", "probe_unhealthy", "unknown")
-# Resolver failure kinds: a closed set, like drop reasons, so labels stay bounded.
-DNS_FAILURE_REASONS = (
-    "timeout",
-    "servfail",
-    "nxdomain",
-    "empty",
-    "malformed",
-    "http_error",
-    "tls_error",
-    "connect_error",
-    "forbidden_address",
-)
+VERDICTS = tuple(verdict.value for verdict in VerdictName)
+DNS_FAILURE_REASONS = tuple(reason.value for reason in DnsFailure)
 
 
 class ProbeMetrics:
@@ -110,12 +100,13 @@ class ProbeMetrics:
             self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
             for reason in Reason:
                 self.disconnects.labels(leg=leg.name, reason=reason.value)
-            if leg.kind == "websocket":
+            if leg.holds_connection:
                 self.connection_age.labels(leg=leg.name)
             self.rtt.labels(leg=leg.name)
             for phase in CONNECT_PHASES:
                 self.connect_duration.labels(leg=leg.name, phase=phase)
-            if leg.resolver.kind == "doh":
+            # A pinned address never fails to resolve; every other resolver can.
+            if not isinstance(leg.resolver, PinnedResolverConfig):
                 for dns_reason in DNS_FAILURE_REASONS:
                     self.dns_failures.labels(leg=leg.name, reason=dns_reason)
         for segment in config.segments:

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from t3probe.attribution import LegObservation, LegState, Verdict, attribute
+from t3probe.attribution import LegObservation, Verdict, VerdictName, compute_verdict
 from t3probe.clock import Clock
 from t3probe.config import ProbeConfig
 from t3probe.events import EventLog, LegEvent
-from t3probe.metrics import DNS_FAILURE_REASONS, VERDICTS, ProbeMetrics
-from t3probe.reasons import Classified, Reason
-
-RECENT_DROPS_PER_LEG = 64
+from t3probe.legstate import LegRecord
+from t3probe.metrics import ProbeMetrics
+from t3probe.reasons import Classified, DnsFailure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _LegRecord:
-    segments: tuple[str, ...]
-    state: LegState = "unknown"
-    reason: Reason | None = None
-    since: float = 0.0
-    last_rtt: float | None = None
-    recent_drops: collections.deque[tuple[float, Reason]] = field(
-        default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
-    )
 
 
 class Recorder:
@@ -47,10 +32,11 @@ class Recorder:
         self._emit_line = emit_line
         self.events = EventLog(config.event_buffer_size)
         self._legs = {
-            leg.name: _LegRecord(tuple(leg.segments), since=clock.wall()) for leg in config.legs
+            leg.name: LegRecord(leg.name, tuple(leg.segments), since=clock.wall())
+            for leg in config.legs
         }
-        self._websocket_legs = {leg.name for leg in config.legs if leg.kind == "websocket"}
-        self._verdict = Verdict("unknown")
+        self._aged_legs = {leg.name for leg in config.legs if leg.holds_connection}
+        self._verdict = Verdict(VerdictName.UNKNOWN)
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
         self._emit_failed = False
@@ -82,10 +68,9 @@ class Recorder:
     def leg_up(self, leg: str, detail: str = "") -> None:
         record = self._legs[leg]
         self._metrics.connected.labels(leg=leg).set(1)
-        if record.state == "up":
-            return
         now = self._clock.wall()
-        record.state, record.reason, record.since = "up", None, now
+        if not record.mark_up(now):
+            return
         self._publish(
             LegEvent(leg, "up", None, now, last_rtt_seconds=record.last_rtt, detail=detail)
         )
@@ -93,17 +78,13 @@ class Recorder:
     def leg_down(self, leg: str, failure: Classified, age_seconds: float | None) -> None:
         record = self._legs[leg]
         self._metrics.connected.labels(leg=leg).set(0)
-        if record.state == "down" and record.reason == failure.reason:
-            return
         now = self._clock.wall()
-        was_up = record.state == "up"
-        record.state, record.reason, record.since = "down", failure.reason, now
-        # Recency is judged on the monotonic clock: a wall-clock step must not keep (or
-        # clear) a conviction.
-        record.recent_drops.append((self._clock.monotonic(), failure.reason))
+        was_up = record.mark_down(failure.reason, now, self._clock.monotonic())
+        if was_up is None:
+            return
         self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
         self._metrics.last_disconnect.labels(leg=leg).set(now)
-        if was_up and age_seconds is not None and leg in self._websocket_legs:
+        if was_up and age_seconds is not None and leg in self._aged_legs:
             self._metrics.connection_age.labels(leg=leg).observe(age_seconds)
         self._publish(
             LegEvent(
@@ -125,26 +106,15 @@ class Recorder:
     def observe_connect_phase(self, leg: str, phase: str, seconds: float) -> None:
         self._metrics.connect_duration.labels(leg=leg, phase=phase).observe(seconds)
 
-    def dns_failure(self, leg: str, reason: str) -> None:
-        if reason not in DNS_FAILURE_REASONS:
-            reason = "malformed"
-        self._metrics.dns_failures.labels(leg=leg, reason=reason).inc()
+    def dns_failure(self, leg: str, reason: DnsFailure) -> None:
+        self._metrics.dns_failures.labels(leg=leg, reason=reason.value).inc()
 
     def observations(self) -> list[LegObservation]:
-        return [
-            LegObservation(
-                name,
-                record.segments,
-                record.state,
-                record.reason,
-                tuple(record.recent_drops),
-            )
-            for name, record in self._legs.items()
-        ]
+        return [record.observation() for record in self._legs.values()]
 
     def refresh_verdict(self) -> Verdict:
         now = self._clock.wall()
-        verdict = attribute(
+        verdict = compute_verdict(
             self.observations(),
             self._clock.monotonic(),
             self._config.attribution_window_seconds,
@@ -157,8 +127,10 @@ class Recorder:
             self._metrics.segment_suspected.labels(segment=segment).set(
                 1 if segment in suspects else 0
             )
-        for name in VERDICTS:
-            self._metrics.verdict.labels(verdict=name).set(1 if name == verdict.verdict else 0)
+        for name in VerdictName:
+            self._metrics.verdict.labels(verdict=name.value).set(
+                1 if name == verdict.verdict else 0
+            )
         if (verdict.verdict, verdict.suspects, verdict.unexplained) != (
             previous.verdict,
             previous.suspects,
@@ -168,10 +140,10 @@ class Recorder:
                 {
                     "kind": "verdict",
                     "at": round(now, 3),
-                    "verdict": verdict.verdict,
+                    "verdict": str(verdict.verdict),
                     "suspects": list(verdict.suspects),
                     "unexplained": list(verdict.unexplained),
-                    "previous": previous.verdict,
+                    "previous": str(previous.verdict),
                 }
             )
         return verdict
@@ -183,7 +155,7 @@ class Recorder:
     def verdict_json(self) -> dict[str, Any]:
         verdict = self.verdict
         return {
-            "verdict": verdict.verdict,
+            "verdict": str(verdict.verdict),
             "suspects": list(verdict.suspects),
             "unobserved": list(verdict.unobserved),
             "unexplained": list(verdict.unexplained),

@@ -11,7 +11,8 @@ import logging
 import random
 
 from t3probe.legs.base import Leg, LegContext
-from t3probe.reasons import NON_PATH_REASONS, Classified, Reason, classify
+from t3probe.legs.classify import classify
+from t3probe.reasons import NON_PATH_REASONS, Classified, Reason
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,24 @@ class Backoff:
         return self._rng.uniform(ceiling / 2, ceiling)
 
 
-def blame_own_stall(failure: Classified, ctx: LegContext) -> Classified:
+def blame_own_stall(failure: Classified, lag: float, stall_seconds: float) -> Classified:
     """Any path failure seen while the probe's own loop was frozen is the probe's fault.
 
     A frozen probe misses pings and echoes, so peers and timers give up on it; that says
-    nothing about the path, whichever way the failure surfaced.
+    nothing about the path, whichever way the failure surfaced. ``lag`` is the worst
+    loop lag in the time the failure could have been caused in.
     """
     if failure.reason in NON_PATH_REASONS:
         return failure
-    lag = ctx.lag.max_lag_within(ctx.probe.watchdog_seconds)
-    if lag < ctx.probe.probe_stall_seconds:
+    if lag < stall_seconds:
         return failure
     detail = f"{failure.detail}; the probe's own event loop stalled {lag:.1f}s"
     return Classified(Reason.PROBE_STALL, detail[:300], failure.close_code)
 
 
 async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
-    backoff = Backoff(ctx.probe.backoff_initial_seconds, ctx.probe.backoff_max_seconds, rng)
+    config = ctx.probe_config
+    backoff = Backoff(config.backoff_initial_seconds, config.backoff_max_seconds, rng)
     name = ctx.leg.name
     while True:
         try:
@@ -63,9 +65,10 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             failure = classify(exc, leg.progress.phase)
             if failure.reason is Reason.INTERNAL_ERROR:
                 log.exception("leg %s: internal error; restarting the leg", name)
-        failure = blame_own_stall(failure, ctx)
+        lag = ctx.lag.max_lag_within(ctx.budget.watchdog)
+        failure = blame_own_stall(failure, lag, config.probe_stall_seconds)
         age = leg.progress.age(ctx.clock.monotonic())
-        if age is not None and age >= ctx.probe.watchdog_seconds:
+        if age is not None and age >= ctx.budget.watchdog:
             # It held for a while: the path worked, so the next reconnect should be prompt.
             # A peer that closes right after the upgrade keeps the backoff growing.
             backoff.reset()

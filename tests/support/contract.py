@@ -1,4 +1,4 @@
-"""DESIGN.md's closed sets, written out independently of the code that implements them."""
+"""The contract's closed sets (README.md), written out independently of the code."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from t3probe.attribute.model import Drop, Evidence, LegEvidence, SourceError, Window
-from t3probe.attribution import LegState
+from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
 # Beyond this, the probe's and our own clock disagree enough to shift the window.
@@ -34,7 +34,7 @@ class _Event:
 
 @dataclass(frozen=True)
 class _Current:
-    state: LegState
+    state: LinkState
     reason: Reason | None
     since: float
     segments: tuple[str, ...]
@@ -65,7 +65,7 @@ def _leg(name: str, current: _Current | None, events: list[_Event], window: Wind
     own = sorted((e for e in events if e.leg == name), key=lambda e: e.at)
     before = [e for e in own if e.at < window.start]
     inside = [e for e in own if window.start <= e.at <= window.end]
-    state_at_start: LegState
+    state_at_start: LinkState
     reason_at_start: Reason | None
     if current is not None and current.since <= window.start:
         # No change since before the window: the current state held throughout.
@@ -115,7 +115,7 @@ def _current_legs(verdict: Any) -> dict[str, _Current]:
     for name, leg in legs.items():
         if not isinstance(leg, Mapping):
             raise SourceError(f"/verdict: leg {name!r} is not an object")
-        state: LegState
+        state: LinkState
         raw_state = leg.get("state")
         if raw_state in ("up", "down", "unknown"):
             state = raw_state

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from t3probe.attribution import LegState
+from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
 SourceKind = Literal["prometheus", "events"]
@@ -99,7 +99,7 @@ class LegEvidence:
     connected_throughout: bool | None
     # The state to hand the attribution engine; "down" with reason None means down for a
     # reason the window does not show (the leg died before it).
-    state: LegState
+    state: LinkState
     reason: Reason | None = None
     drop_counts: tuple[tuple[Reason, int], ...] = ()
     drops: tuple[Drop, ...] = ()

@@ -30,7 +30,7 @@ from t3probe.attribute.model import (
     SourceError,
     Window,
 )
-from t3probe.attribution import LegState
+from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
 Labels = Mapping[str, str]
@@ -247,7 +247,7 @@ def _leg(
 ) -> LegEvidence:
     gaps = coverage_gaps([at for at, _ in samples], window, interval)
     ever_down = any(value == 0 for _, value in samples)
-    state: LegState
+    state: LinkState
     if not samples:
         state = "unknown"
     elif ever_down:

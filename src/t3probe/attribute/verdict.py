@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from t3probe.attribute.model import Evidence, LegEvidence
-from t3probe.attribution import LegObservation, LegStatus, VerdictName, attribute
+from t3probe.attribution import LegObservation, LegStatus, VerdictName, compute_verdict
 from t3probe.reasons import Reason
 
 Outcome = Literal["clean", "infra_fault", "no_data"]
@@ -52,11 +52,11 @@ def judge(evidence: Evidence) -> Finding:
     window = evidence.window
     legs = [observation(leg, window.end) for leg in evidence.legs]
     # A little slack so a drop stamped exactly at the window's start still counts.
-    engine = attribute(legs, window.end, window.seconds + 1e-3)
+    engine = compute_verdict(legs, window.end, window.seconds + 1e-3)
     statuses = tuple((leg.name, engine.leg_status[leg.name]) for leg in legs)
     failing = tuple(name for name, status in statuses if status is LegStatus.FAILING)
     if not any(leg.observed for leg in evidence.legs):
-        return Finding("no_data", "unknown", NO_DATA_SENTENCE, leg_status=statuses)
+        return Finding("no_data", VerdictName.UNKNOWN, NO_DATA_SENTENCE, leg_status=statuses)
     if engine.verdict == "probe_unhealthy":
         stalled = [name for name, status in statuses if status is LegStatus.STALLED]
         return Finding(
@@ -71,7 +71,7 @@ def judge(evidence: Evidence) -> Finding:
     if failing or suspects:
         return Finding(
             "infra_fault",
-            "suspect",
+            VerdictName.SUSPECT,
             _fault_sentence(evidence, suspects, failing),
             suspects=suspects,
             failing=failing,
@@ -82,7 +82,7 @@ def judge(evidence: Evidence) -> Finding:
     if engine.verdict == "infra_clean" and all(leg.connected_throughout for leg in evidence.legs):
         return Finding("clean", engine.verdict, CLEAN_SENTENCE, leg_status=statuses)
     # The engine may call that infra_clean; without full coverage it is not.
-    return Finding("no_data", "unknown", _unknown_sentence(evidence), leg_status=statuses)
+    return Finding("no_data", VerdictName.UNKNOWN, _unknown_sentence(evidence), leg_status=statuses)
 
 
 def _fault_sentence(evidence: Evidence, suspects: tuple[str, ...], failing: tuple[str, ...]) -> str:

@@ -12,9 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from t3probe.lab.faultproxy import ProxyFault
 from t3probe.lab.topology import LB_ADDRESS, LabParts
 
-PROXY_FAULTS = ("latency", "blackhole", "reset", "refuse", "half_open", "close")
+PROXY_FAULTS = tuple(fault.value for fault in ProxyFault)
 TARGETS: dict[str, tuple[str, ...]] = {
     "edge": PROXY_FAULTS,
     "lb": PROXY_FAULTS,

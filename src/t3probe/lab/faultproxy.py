@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import socket
 import struct
@@ -27,11 +28,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["FAULT_NAMES", "Direction", "Fault", "FaultProxy"]
+__all__ = ["FAULT_NAMES", "Direction", "Fault", "FaultProxy", "ProxyFault"]
 
 log = logging.getLogger(__name__)
 
-FAULT_NAMES = frozenset({"latency", "blackhole", "reset", "refuse", "half_open", "close"})
+
+class ProxyFault(enum.StrEnum):
+    """What the proxy can do to the connections it carries (names of the lab's API)."""
+
+    LATENCY = "latency"
+    BLACKHOLE = "blackhole"
+    RESET = "reset"
+    REFUSE = "refuse"
+    HALF_OPEN = "half_open"
+    CLOSE = "close"
+
+
+FAULT_NAMES = frozenset(fault.value for fault in ProxyFault)
 Direction = Literal["upstream", "downstream"]
 
 CHUNK_BYTES = 16 * 1024

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from t3probe.clock import Clock
-from t3probe.config import LegConfig, ProbeConfig
+from t3probe.config import AnyLegConfig, ProbeConfig
+from t3probe.legs.budget import LegBudget, timeout_failure
 from t3probe.looplag import LoopLagMonitor
-from t3probe.reasons import Phase, ProbeFailure, Reason
+from t3probe.reasons import DnsFailure, Phase, ProbeFailure
 from t3probe.recorder import Recorder
 from t3probe.resolvers.base import Resolver
 
 
 @dataclass
 class LegContext:
-    probe: ProbeConfig
-    leg: LegConfig
+    probe_config: ProbeConfig
+    leg: AnyLegConfig
+    budget: LegBudget
     recorder: Recorder
     clock: Clock
     lag: LoopLagMonitor
     resolver: Resolver
+
+    def timed_out(self, phase: Phase, seconds: float, what: str) -> ProbeFailure:
+        """The failure for a deadline passing in ``phase``; a DNS one is also counted."""
+        if phase == "dns":
+            self.recorder.dns_failure(self.leg.name, DnsFailure.TIMEOUT)
+        return timeout_failure(phase, seconds, what)
 
 
 @dataclass
@@ -31,10 +39,16 @@ class SessionProgress:
     phase: Phase = "dns"
     connected_at: float | None = None
     handshake_started: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # The resolver had no fresh answer and the connection used a stale one (RFC 8767).
+    dns_stale: bool = False
+    # The proof header the last response lacked; set by a trace hook, checked by the leg.
+    proof_missing: str | None = None
 
     def age(self, now: float) -> float | None:
         return None if self.connected_at is None else now - self.connected_at
+
+    def up_detail(self) -> str:
+        return "dns answer served stale" if self.dns_stale else ""
 
 
 class Leg(Protocol):
@@ -49,18 +63,9 @@ class Leg(Protocol):
         ...
 
 
-def tls_context(leg: LegConfig) -> ssl.SSLContext | None:
+def tls_context(leg: AnyLegConfig) -> ssl.SSLContext | None:
     if not leg.uses_tls:
         return None
     # Verification stays on whatever the config says: a custom CA replaces the system
     # trust store for this leg, it never disables checking.
     return ssl.create_default_context(cafile=str(leg.ca_file) if leg.ca_file else None)
-
-
-def dns_timeout(ctx: LegContext) -> ProbeFailure:
-    """A resolver still busy at the connect deadline is a DNS failure, not a path one."""
-    ctx.recorder.dns_failure(ctx.leg.name, "timeout")
-    return ProbeFailure(
-        Reason.DNS_FAILED,
-        f"resolving {ctx.leg.host} took over {ctx.probe.effective_connect_timeout:g}s",
-    )

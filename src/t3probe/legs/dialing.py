@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from t3probe.legs.base import LegContext, SessionProgress
-from t3probe.reasons import ProbeFailure, Reason
+from t3probe.reasons import DnsFailure, ProbeFailure, Reason
 
 
 def check_route(ctx: LegContext, addresses: Sequence[str]) -> tuple[str, ...]:
@@ -32,7 +32,7 @@ def check_route(ctx: LegContext, addresses: Sequence[str]) -> tuple[str, ...]:
         if not any(ipaddress.ip_address(address) in network for network in forbidden)
     )
     if not allowed:
-        ctx.recorder.dns_failure(ctx.leg.name, "forbidden_address")
+        ctx.recorder.dns_failure(ctx.leg.name, DnsFailure.FORBIDDEN_ADDRESS)
         raise ProbeFailure(
             Reason.ROUTE_MISMATCH,
             f"{ctx.leg.host} resolved to {', '.join(addresses)[:200]}, inside forbid_addresses",
@@ -57,7 +57,7 @@ class _LegResolver(AbstractResolver):
             self._ctx.leg.name, "dns", time.perf_counter() - started
         )
         if resolution.stale:
-            self._progress.extra["dns"] = "stale"
+            self._progress.dns_stale = True
         addresses = check_route(self._ctx, resolution.addresses)
         self._progress.phase = "connect"
         return [
@@ -102,7 +102,7 @@ def _phase_tracer(ctx: LegContext, progress: SessionProgress) -> aiohttp.TraceCo
         required = ctx.leg.require_header
         # Raising inside a trace hook would leak the response; the leg checks this flag.
         if required is not None and required not in params.response.headers:
-            progress.extra["proof_missing"] = required
+            progress.proof_missing = required
 
     trace.on_connection_create_start.append(on_create_start)
     trace.on_connection_create_end.append(on_create_end)
@@ -146,7 +146,7 @@ def check_peer(ctx: LegContext, peername: Any) -> None:
 
 
 def check_proof(progress: SessionProgress) -> None:
-    missing = progress.extra.get("proof_missing")
+    missing = progress.proof_missing
     if missing is not None:
         raise ProbeFailure(
             Reason.ROUTE_MISMATCH,

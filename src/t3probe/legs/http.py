@@ -12,19 +12,18 @@ import time
 
 import aiohttp
 
-from t3probe.legs.base import (
-    LegContext,
-    SessionProgress,
-    dns_timeout,
-    tls_context,
-)
+from t3probe.config import HttpLegConfig
+from t3probe.legs.base import LegContext, SessionProgress, tls_context
 from t3probe.legs.dialing import check_peer, check_proof, open_session
 from t3probe.reasons import ProbeFailure, Reason
 
 
 class HttpLeg:
     def __init__(self, ctx: LegContext) -> None:
+        if not isinstance(ctx.leg, HttpLegConfig):
+            raise TypeError(f"HttpLeg needs an http leg config, got {ctx.leg.kind}")
         self._ctx = ctx
+        self._config = ctx.leg
         self._ssl = tls_context(ctx.leg)
         self.progress = SessionProgress()
         self._session: aiohttp.ClientSession | None = None
@@ -37,8 +36,8 @@ class HttpLeg:
     async def run_session(self) -> None:
         self.progress.phase = "connect"
         self.progress.connected_at = None
-        # Same object as the session's resolver holds, so clear it rather than replace it.
-        self.progress.extra.clear()
+        # Same object as the session's resolver holds, so reset it rather than replace it.
+        self.progress.dns_stale = False
         ctx = self._ctx
         try:
             while True:
@@ -46,47 +45,40 @@ class HttpLeg:
                 await self._heartbeat()
                 if self.progress.connected_at is None:
                     self.progress.connected_at = ctx.clock.monotonic()
-                    ctx.recorder.leg_up(ctx.leg.name, self._up_detail())
+                    ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail())
                 elapsed = ctx.clock.monotonic() - started
-                await asyncio.sleep(max(0.0, ctx.probe.heartbeat_seconds - elapsed))
+                await asyncio.sleep(max(0.0, ctx.probe_config.heartbeat_seconds - elapsed))
         except BaseException:
             # A failed request may leave a half-read connection: start the next attempt clean.
             await self.close()
             raise
 
-    def _up_detail(self) -> str:
-        return "dns answer served stale" if self.progress.extra.get("dns") == "stale" else ""
-
     async def _heartbeat(self) -> None:
         ctx = self._ctx
         session = self._ensure_session()
-        self.progress.extra.pop("proof_missing", None)
-        if self.progress.connected_at is not None:
+        self.progress.proof_missing = None
+        connected = self.progress.connected_at is not None
+        if connected:
             self.progress.phase = "session"
+        budget = ctx.budget.for_attempt(connected)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(ctx.probe.watchdog_seconds):
+            async with asyncio.timeout(budget):
                 async with session.get(ctx.leg.url, allow_redirects=False) as response:
                     self.progress.phase = "session"
                     check_peer(ctx, _peername(response))
-                    await _read_bounded(response, ctx.probe.max_http_body_bytes)
+                    await _read_bounded(response, ctx.probe_config.max_http_body_bytes)
                     status = response.status
         except TimeoutError as err:
-            if self.progress.phase == "dns":
-                raise dns_timeout(ctx) from err
-            # Connected but unanswered is the process stalling, not a connect problem.
-            if self.progress.phase == "connect":
-                raise ProbeFailure(
-                    Reason.CONNECT_TIMEOUT,
-                    f"no connection after {ctx.probe.watchdog_seconds:g}s"
-                    f" (phase {self.progress.phase})",
-                ) from err
-            raise ProbeFailure(
-                Reason.RTT_TIMEOUT, f"GET took over {ctx.probe.watchdog_seconds:g}s"
+            # Connected but unanswered is the process stalling, not a connect problem:
+            # for a GET, the "handshake" after the connection is the request itself.
+            phase = self.progress.phase
+            raise ctx.timed_out(
+                "session" if phase == "handshake" else phase, budget, "GET"
             ) from err
         ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)
         check_proof(self.progress)
-        if not ctx.leg.status_is_alive(status):
+        if not self._config.status_is_alive(status):
             raise ProbeFailure(Reason.HTTP_ERROR, f"status {status} outside the expected set")
 
     async def close(self) -> None:

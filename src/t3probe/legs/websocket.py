@@ -15,16 +15,12 @@ from typing import Any
 
 import aiohttp
 
-from t3probe.legs.base import (
-    LegContext,
-    SessionProgress,
-    dns_timeout,
-    tls_context,
-)
+from t3probe.legs.base import LegContext, SessionProgress, tls_context
+from t3probe.legs.classify import classify
 from t3probe.legs.dialing import check_peer, check_proof, open_session
-from t3probe.reasons import ProbeFailure, Reason, classify
+from t3probe.legs.heartbeat import Heartbeats
+from t3probe.reasons import ProbeFailure, Reason
 
-PAYLOAD_PREFIX = "t3probe "
 CLOSE_TIMEOUT_SECONDS = 1.5
 GOING_AWAY = 1001
 
@@ -35,14 +31,10 @@ class WebSocketLeg:
         self._ssl = tls_context(ctx.leg)
         self.progress = SessionProgress()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._sequence = 0
-        # Only heartbeats still awaiting their echo; bounded by watchdog/heartbeat + 1.
-        self._outstanding: dict[int, float] = {}
-        self._last_answer = 0.0
+        self._heartbeats = Heartbeats(ctx.probe_config.heartbeat_seconds, ctx.budget.watchdog)
 
     async def run_session(self) -> None:
         self.progress = SessionProgress()
-        self._outstanding.clear()
         session = open_session(self._ctx, self.progress, self._ssl, keepalive=False)
         try:
             ws = await self._connect(session)
@@ -57,9 +49,7 @@ class WebSocketLeg:
             raise
         finally:
             if self._ws is not None and not self._ws.closed:
-                # A dead path would make a graceful close wait out its timeout and delay
-                # the drop report; aiohttp has no public abort, so close the response.
-                self._ws._response.close()
+                abort(self._ws)
             self._ws = None
             await session.close()
 
@@ -69,25 +59,20 @@ class WebSocketLeg:
     async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         ctx = self._ctx
         started = time.perf_counter()
+        budget = ctx.budget.connect
         try:
-            async with asyncio.timeout(ctx.probe.effective_connect_timeout):
+            async with asyncio.timeout(budget):
                 ws = await session.ws_connect(
                     ctx.leg.url,
                     autoping=True,
                     heartbeat=None,
-                    max_msg_size=ctx.probe.max_message_bytes,
+                    max_msg_size=ctx.probe_config.max_message_bytes,
                     timeout=aiohttp.ClientWSTimeout(
                         ws_receive=None, ws_close=CLOSE_TIMEOUT_SECONDS
                     ),
                 )
         except TimeoutError as err:
-            if self.progress.phase == "dns":
-                raise dns_timeout(ctx) from err
-            raise ProbeFailure(
-                Reason.CONNECT_TIMEOUT,
-                f"no WebSocket after {ctx.probe.effective_connect_timeout:g}s"
-                f" (stuck in phase {self.progress.phase})",
-            ) from err
+            raise ctx.timed_out(self.progress.phase, budget, "connecting the WebSocket") from err
         handshake_started = self.progress.handshake_started or started
         ctx.recorder.observe_connect_phase(
             ctx.leg.name, "handshake", time.perf_counter() - handshake_started
@@ -101,18 +86,17 @@ class WebSocketLeg:
         self.progress.phase = "session"
         now = ctx.clock.monotonic()
         self.progress.connected_at = now
-        self._last_answer = now
-        ctx.recorder.leg_up(ctx.leg.name, self._up_detail())
+        self._heartbeats.start(now)
+        ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail())
         await first_failure(self._read(ws), self._heartbeat(ws), self._watchdog())
-
-    def _up_detail(self) -> str:
-        return "dns answer served stale" if self.progress.extra.get("dns") == "stale" else ""
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             message = await ws.receive()
             if message.type is aiohttp.WSMsgType.TEXT:
-                self._on_text(message.data)
+                rtt = self._heartbeats.on_text(message.data, self._ctx.clock.monotonic())
+                if rtt is not None:
+                    self._ctx.recorder.observe_rtt(self._ctx.leg.name, rtt)
             elif message.type is aiohttp.WSMsgType.BINARY:
                 continue  # not an echo of ours; the watchdog judges the silence
             elif message.type is aiohttp.WSMsgType.CLOSE:
@@ -127,33 +111,12 @@ class WebSocketLeg:
             else:  # CLOSING / CLOSED without a close frame from the peer: EOF
                 raise ProbeFailure(Reason.RESET, "connection ended without a close frame")
 
-    def _on_text(self, text: str) -> None:
-        if not text.startswith(PAYLOAD_PREFIX):
-            return
-        try:
-            sequence = int(text[len(PAYLOAD_PREFIX) : len(PAYLOAD_PREFIX) + 20])
-        except ValueError:
-            return
-        sent = self._outstanding.pop(sequence, None)
-        if sent is None:
-            return
-        now = self._ctx.clock.monotonic()
-        self._last_answer = now
-        # Older heartbeats overtaken by this echo will never be answered meaningfully.
-        for stale in [seq for seq in self._outstanding if seq < sequence]:
-            del self._outstanding[stale]
-        self._ctx.recorder.observe_rtt(self._ctx.leg.name, now - sent)
-
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        interval = self._ctx.probe.heartbeat_seconds
-        limit = int(self._ctx.probe.watchdog_seconds / interval) + 2
+        interval = self._ctx.probe_config.heartbeat_seconds
         while True:
-            self._sequence += 1
-            self._outstanding[self._sequence] = self._ctx.clock.monotonic()
-            while len(self._outstanding) > limit:
-                del self._outstanding[min(self._outstanding)]
+            ping = self._heartbeats.next_ping(self._ctx.clock.monotonic())
             try:
-                await ws.send_str(f"{PAYLOAD_PREFIX}{self._sequence}")
+                await ws.send_str(ping)
             except ConnectionResetError:
                 # The socket is closing: the reader knows why (a close frame and its code,
                 # or EOF) and the watchdog remains the backstop, so let them report it.
@@ -162,10 +125,9 @@ class WebSocketLeg:
 
     async def _watchdog(self) -> None:
         ctx = self._ctx
-        watchdog = ctx.probe.watchdog_seconds
+        watchdog = ctx.budget.watchdog
         while True:
-            deadline = self._last_answer + watchdog
-            remaining = deadline - ctx.clock.monotonic()
+            remaining = self._heartbeats.deadline() - ctx.clock.monotonic()
             if remaining <= 0:
                 # The supervisor turns this into probe_stall if the probe itself froze.
                 raise ProbeFailure(Reason.RTT_TIMEOUT, f"no echo for {watchdog:g}s")
@@ -191,6 +153,16 @@ async def first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
         if task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     raise ProbeFailure(Reason.INTERNAL_ERROR, "a leg task ended without failing")
+
+
+def abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Drop the connection at once, without the closing handshake.
+
+    A dead path would make a graceful close wait out its timeout and delay the drop
+    report. aiohttp has no public abort for a client WebSocket, so this is the one place
+    that reaches into its response object.
+    """
+    ws._response.close()
 
 
 def _receive_error(ws: aiohttp.ClientWebSocketResponse) -> ProbeFailure:

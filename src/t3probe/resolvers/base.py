@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-# Called with one of metrics.DNS_FAILURE_REASONS for every failure, even when a stale
-# answer hides it from the leg.
-DnsFailureSink = Callable[[str], None]
+from t3probe.reasons import DnsFailure
+
+# Called for every failure, even when a stale answer hides it from the leg.
+DnsFailureSink = Callable[[DnsFailure], None]
 
 
 @dataclass(frozen=True)

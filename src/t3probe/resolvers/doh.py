@@ -26,7 +26,7 @@ import dns.rdatatype
 
 from t3probe.clock import Clock
 from t3probe.config import DohResolverConfig
-from t3probe.reasons import ProbeFailure, Reason
+from t3probe.reasons import DnsFailure, ProbeFailure, Reason
 from t3probe.resolvers.base import DnsFailureSink, Resolution
 from t3probe.resolvers.dohwire import MAX_WIRE_BYTES, DohWireError, build_query, parse_answer
 
@@ -35,7 +35,7 @@ _MAX_DETAIL = 300
 _MAX_SERVER_DETAIL = 120
 # Negative answers are answers (RFC 8767 section 4 serves stale only when no answer
 # can be had), so they drop the cached entry instead of being papered over.
-_DEFINITIVE = frozenset({"nxdomain", "empty"})
+_DEFINITIVE = frozenset({DnsFailure.NXDOMAIN, DnsFailure.EMPTY})
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class _Entry:
 
 
 class _ServerFailure(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: DnsFailure, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -180,20 +180,22 @@ class DohResolver:
         try:
             wire = build_query(host, dns.rdatatype.A, query_id)
         except ValueError as err:
-            raise _ServerFailure("malformed", str(err)) from err
+            raise _ServerFailure(DnsFailure.MALFORMED, str(err)) from err
         try:
             async with asyncio.timeout(self._timeout):
                 body = await self._exchange(server, wire)
         except TimeoutError as err:
-            raise _ServerFailure("timeout", f"no answer within {self._timeout:g}s") from err
+            raise _ServerFailure(
+                DnsFailure.TIMEOUT, f"no answer within {self._timeout:g}s"
+            ) from err
         except aiohttp.ClientSSLError as err:
-            raise _ServerFailure("tls_error", _describe(err)) from err
+            raise _ServerFailure(DnsFailure.TLS_ERROR, _describe(err)) from err
         except ssl.SSLError as err:
-            raise _ServerFailure("tls_error", _describe(err)) from err
+            raise _ServerFailure(DnsFailure.TLS_ERROR, _describe(err)) from err
         except (aiohttp.ClientError, OSError) as err:
             # Refused, reset, or the connection dropped mid-answer: the server was not
             # reachable as an HTTP peer.
-            raise _ServerFailure("connect_error", _describe(err)) from err
+            raise _ServerFailure(DnsFailure.CONNECT_ERROR, _describe(err)) from err
         try:
             answer = parse_answer(body, host, dns.rdatatype.A, query_id)
         except DohWireError as err:
@@ -207,12 +209,14 @@ class DohResolver:
             server, data=wire, headers=headers, ssl=self._ssl, allow_redirects=False
         ) as response:
             if response.status != 200:
-                raise _ServerFailure("http_error", f"HTTP {response.status}")
+                raise _ServerFailure(DnsFailure.HTTP_ERROR, f"HTTP {response.status}")
             if response.content_type != DNS_MESSAGE:
                 kind = response.content_type[:40]
-                raise _ServerFailure("http_error", f"content-type {kind!r}")
+                raise _ServerFailure(DnsFailure.HTTP_ERROR, f"content-type {kind!r}")
             if response.content_length is not None and response.content_length > MAX_WIRE_BYTES:
-                raise _ServerFailure("malformed", f"answer of {response.content_length} bytes")
+                raise _ServerFailure(
+                    DnsFailure.MALFORMED, f"answer of {response.content_length} bytes"
+                )
             return await _read_bounded(response.content, MAX_WIRE_BYTES)
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -228,7 +232,7 @@ async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise _ServerFailure("malformed", f"answer exceeds {limit} bytes")
+            raise _ServerFailure(DnsFailure.MALFORMED, f"answer exceeds {limit} bytes")
     return b"".join(chunks)
 
 

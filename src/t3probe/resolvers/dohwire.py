@@ -8,7 +8,6 @@ it or a bug can hand back anything, and every way an answer can be wrong ends in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import dns.exception
 import dns.flags
@@ -20,7 +19,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-WireReason = Literal["malformed", "servfail", "nxdomain", "empty"]
+from t3probe.reasons import DnsFailure
 
 # DNS messages over TCP/HTTP cannot exceed 65535 bytes; anything larger is not DNS.
 MAX_WIRE_BYTES = 64 * 1024
@@ -33,9 +32,9 @@ _ADDRESS_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA})
 class DohWireError(Exception):
     """An answer that yields no address, with the reason the failure sink records."""
 
-    def __init__(self, reason: WireReason, detail: str) -> None:
+    def __init__(self, reason: DnsFailure, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason: WireReason = reason
+        self.reason = reason
         self.detail = detail
 
 
@@ -75,7 +74,9 @@ def parse_answer(wire: bytes, host: str, qtype: int, query_id: int) -> Answer:
     chain's target without its records gets no second query from us (``empty``).
     """
     if len(wire) > MAX_WIRE_BYTES:
-        raise DohWireError("malformed", f"answer of {len(wire)} bytes exceeds {MAX_WIRE_BYTES}")
+        raise DohWireError(
+            DnsFailure.MALFORMED, f"answer of {len(wire)} bytes exceeds {MAX_WIRE_BYTES}"
+        )
     message = _decode(wire)
     _check_header(message, query_id)
     qname = _check_question(message, host, qtype)
@@ -87,38 +88,42 @@ def _decode(wire: bytes) -> dns.message.Message:
     try:
         return dns.message.from_wire(wire)
     except dns.message.Truncated as err:
-        raise DohWireError("malformed", "truncated answer (TC bit)") from err
+        raise DohWireError(DnsFailure.MALFORMED, "truncated answer (TC bit)") from err
     # dnspython raises a wide, undocumented range of exceptions on hostile bytes
     # (FormError, ValueError, UnicodeError, struct.error, ...); all mean "not DNS".
     except Exception as err:
-        raise DohWireError("malformed", f"undecodable answer: {type(err).__name__}") from err
+        raise DohWireError(
+            DnsFailure.MALFORMED, f"undecodable answer: {type(err).__name__}"
+        ) from err
 
 
 def _check_header(message: dns.message.Message, query_id: int) -> None:
     if message.id != query_id:
-        raise DohWireError("malformed", f"answer id {message.id} does not match query {query_id}")
+        raise DohWireError(
+            DnsFailure.MALFORMED, f"answer id {message.id} does not match query {query_id}"
+        )
     if not message.flags & dns.flags.QR:
-        raise DohWireError("malformed", "message is a query, not a response")
+        raise DohWireError(DnsFailure.MALFORMED, "message is a query, not a response")
     if message.opcode() != dns.opcode.QUERY:
-        raise DohWireError("malformed", f"unexpected opcode {message.opcode()}")
+        raise DohWireError(DnsFailure.MALFORMED, f"unexpected opcode {message.opcode()}")
     # Over HTTP nothing forces truncation, so TC means a broken or hostile server and
     # the partial answer cannot be trusted.
     if message.flags & dns.flags.TC:
-        raise DohWireError("malformed", "truncated answer (TC bit)")
+        raise DohWireError(DnsFailure.MALFORMED, "truncated answer (TC bit)")
 
 
 def _check_question(message: dns.message.Message, host: str, qtype: int) -> dns.name.Name:
     try:
         qname = dns.name.from_text(host)
     except dns.exception.DNSException as err:
-        raise DohWireError("malformed", f"{host!r} is not a valid DNS name") from err
+        raise DohWireError(DnsFailure.MALFORMED, f"{host!r} is not a valid DNS name") from err
     if len(message.question) != 1:
-        raise DohWireError("malformed", f"{len(message.question)} questions in answer")
+        raise DohWireError(DnsFailure.MALFORMED, f"{len(message.question)} questions in answer")
     question = message.question[0]
     # dnspython compares names case-insensitively, which tolerates servers that echo
     # the question with different letter case.
     if question.name != qname or question.rdtype != qtype or question.rdclass != dns.rdataclass.IN:
-        raise DohWireError("malformed", "answer is for a different question")
+        raise DohWireError(DnsFailure.MALFORMED, "answer is for a different question")
     return qname
 
 
@@ -127,10 +132,12 @@ def _check_rcode(message: dns.message.Message, host: str) -> None:
     if rcode == dns.rcode.NOERROR:
         return
     if rcode == dns.rcode.NXDOMAIN:
-        raise DohWireError("nxdomain", f"{host} does not exist")
+        raise DohWireError(DnsFailure.NXDOMAIN, f"{host} does not exist")
     # SERVFAIL, REFUSED, and the rarer codes (FORMERR, NOTIMP, ...) all mean this server
     # could not answer, not that the name is missing.
-    raise DohWireError("servfail", f"server answered {dns.rcode.to_text(rcode)} for {host}")
+    raise DohWireError(
+        DnsFailure.SERVFAIL, f"server answered {dns.rcode.to_text(rcode)} for {host}"
+    )
 
 
 def _follow_chain(
@@ -146,10 +153,12 @@ def _follow_chain(
             return Answer(addresses, float(min(ttls)))
         cname = _find(message, name, dns.rdatatype.CNAME)
         if cname is None or len(cname) == 0:
-            raise DohWireError("empty", f"no address records for {host}")
+            raise DohWireError(DnsFailure.EMPTY, f"no address records for {host}")
         ttls.append(cname.ttl)
         name = next(iter(cname)).target
-    raise DohWireError("malformed", f"CNAME chain for {host} longer than {MAX_CNAME_DEPTH}")
+    raise DohWireError(
+        DnsFailure.MALFORMED, f"CNAME chain for {host} longer than {MAX_CNAME_DEPTH}"
+    )
 
 
 def _find(message: dns.message.Message, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:

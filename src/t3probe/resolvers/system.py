@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any
 
-from t3probe.reasons import ProbeFailure, Reason
+from t3probe.reasons import DnsFailure, ProbeFailure, Reason
 from t3probe.resolvers.base import DnsFailureSink, Resolution
 
 AddrInfo = list[tuple[Any, ...]]
@@ -51,14 +51,16 @@ class SystemResolver:
             async with asyncio.timeout(self._timeout):
                 infos = await _getaddrinfo_in_daemon_thread(host)
         except TimeoutError as err:
-            self._on_failure("timeout")
+            self._on_failure(DnsFailure.TIMEOUT)
             raise ProbeFailure(Reason.DNS_FAILED, f"system resolver timed out for {host}") from err
         except socket.gaierror as err:
-            self._on_failure("nxdomain" if err.errno == socket.EAI_NONAME else "servfail")
+            self._on_failure(
+                DnsFailure.NXDOMAIN if err.errno == socket.EAI_NONAME else DnsFailure.SERVFAIL
+            )
             raise ProbeFailure(Reason.DNS_FAILED, f"system resolver: {host}: {err}") from err
         addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
-            self._on_failure("empty")
+            self._on_failure(DnsFailure.EMPTY)
             raise ProbeFailure(Reason.DNS_FAILED, f"system resolver: no address for {host}")
         return Resolution(addresses)
 

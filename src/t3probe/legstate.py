@@ -1,0 +1,52 @@
+"""Per-leg up/down bookkeeping, pure: which reports are transitions worth an event.
+
+Legs report "up" on every successful heartbeat and "down" on every failed attempt; only
+a change (or, while down, a change of failure mode) is published and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from t3probe.attribution import LegObservation, LinkState
+from t3probe.reasons import Reason
+
+RECENT_DROPS_PER_LEG = 64
+
+
+@dataclass
+class LegRecord:
+    name: str
+    segments: tuple[str, ...]
+    state: LinkState = "unknown"
+    reason: Reason | None = None
+    since: float = 0.0
+    last_rtt: float | None = None
+    # (monotonic time, reason): recency is judged on the monotonic clock, so a wall-clock
+    # step can neither keep nor clear a conviction.
+    recent_drops: collections.deque[tuple[float, Reason]] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
+    )
+
+    def mark_up(self, wall: float) -> bool:
+        """Record an up report; True when it is a transition."""
+        if self.state == "up":
+            return False
+        self.state, self.reason, self.since = "up", None, wall
+        return True
+
+    def mark_down(self, reason: Reason, wall: float, monotonic: float) -> bool | None:
+        """Record a down report: None when it repeats the current failure, else whether
+        the leg was up until now."""
+        if self.state == "down" and self.reason == reason:
+            return None
+        was_up = self.state == "up"
+        self.state, self.reason, self.since = "down", reason, wall
+        self.recent_drops.append((monotonic, reason))
+        return was_up
+
+    def observation(self) -> LegObservation:
+        return LegObservation(
+            self.name, self.segments, self.state, self.reason, tuple(self.recent_drops)
+        )
