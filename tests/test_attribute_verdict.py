@@ -227,3 +227,13 @@ def test_json_has_no_nan_or_infinity() -> None:
     document = as_json(evidence(leg), judge(evidence(leg)), 0, dt.UTC)
     assert document["legs"][0]["rtt_seconds"]["during"] == {"p50": None, "p99": None}
     json.dumps(document, allow_nan=False)
+
+
+def test_failing_legs_nothing_explains_are_inconclusive_not_an_empty_suspicion() -> None:
+    # internal dropped while cloudflare, crossing the same LB and dispatch, stayed clean.
+    finding = judge(evidence(clean("cloudflare"), dropped("internal", Reason.RESET)))
+    assert (finding.outcome, finding.verdict, finding.suspects) == (
+        "infra_fault",
+        "inconclusive",
+        (),
+    )

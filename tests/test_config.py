@@ -254,3 +254,9 @@ def test_the_loader_reads_the_environment_it_is_given(tmp_path: Path) -> None:
     path = _write(tmp_path, {"heartbeat_seconds": 5, "legs": [_leg()]})
     assert load_config(path, {"T3PROBE_HEARTBEAT_SECONDS": "3"}).heartbeat_seconds == 3.0
     assert load_config(path, {}).heartbeat_seconds == 5.0
+
+
+def test_control_leg_example_is_valid_and_puts_the_uplink_on_every_leg() -> None:
+    config = load_config(REPO / "examples" / "control-leg.yaml", {})
+    assert [leg.segments[0] for leg in config.legs] == ["uplink"] * len(config.legs)
+    assert config.legs[0].segments == ["uplink"]

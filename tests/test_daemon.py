@@ -23,7 +23,7 @@ from t3probe.legs.base import Leg, LegContext
 from t3probe.reasons import Classified, Reason
 from t3probe.supervisor import Backoff, blame_own_stall, supervise
 from tests.support.env import TIME_UNIT
-from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
+from tests.support.harness import Peer, eventually, free_port, leg, probe_config, running_probe
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -126,7 +126,7 @@ async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:
 
 
 def test_any_path_failure_during_the_probes_own_stall_is_probe_stall() -> None:
-    stall_seconds = probe_config([leg("ws", "ws://127.0.0.1:9/probe/ws")]).probe_stall_seconds
+    stall_seconds = probe_config([leg("ws", "ws://127.0.0.1:9/probe/ws")]).effective_probe_stall
     reset = Classified(Reason.RESET, "peer gave up on us")
     assert blame_own_stall(reset, 0.0, stall_seconds).reason is Reason.RESET
     assert blame_own_stall(reset, 5.0, stall_seconds).reason is Reason.PROBE_STALL
@@ -263,3 +263,25 @@ async def test_run_with_port_in_use_fails_clearly(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_a_stall_that_ended_before_echoes_resumed_exonerates_nothing_later(
+    peer: Peer,
+) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")],
+        watchdog_seconds=2.0 * TIME_UNIT,
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        # A stall longer than probe_stall_seconds but shorter than the watchdog: no drop.
+        time.sleep(config.effective_probe_stall * 2.25)  # noqa: ASYNC251 - the stall is the point
+        rtt_count = probe.metric("t3probe_rtt_seconds_count", leg="ws") or 0
+        await eventually(
+            lambda: (probe.metric("t3probe_rtt_seconds_count", leg="ws") or 0) >= rtt_count + 2,
+            within=2 * TIME_UNIT,
+        )
+        for socket in peer.sockets:
+            await socket.close(code=1011, message=b"real fault")
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.CLOSED_BY_PEER, down.detail

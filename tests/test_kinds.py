@@ -36,8 +36,6 @@ def test_budget_of_a_system_resolved_leg() -> None:
     assert budget.connect == connect
     assert budget.dns == pytest.approx(SYSTEM_RESOLVER_SHARE * connect)
     assert budget.watchdog == budget.request == config.watchdog_seconds
-    assert budget.for_attempt(connected=False) == connect
-    assert budget.for_attempt(connected=True) == config.watchdog_seconds
 
 
 def test_budget_of_a_doh_leg_is_its_servers_timeouts() -> None:

@@ -14,12 +14,13 @@ import pytest
 import websockets.asyncio.server as ws_server
 
 from t3probe.config import ProbeConfig
+from t3probe.lab.backend import BackendServer
 from t3probe.lab.dohserver import DohServer
 from t3probe.lab.faultproxy import FaultProxy
 from t3probe.lab.pki import Pki
 from t3probe.reasons import Reason
 from tests.support.env import TIME_UNIT
-from tests.support.harness import Peer, leg, probe_config, running_probe
+from tests.support.harness import Peer, eventually, leg, probe_config, running_probe
 
 
 async def test_legs_come_up_and_measure_rtt(peer: Peer) -> None:
@@ -345,3 +346,29 @@ async def test_stale_dns_answer_keeps_the_leg_measuring(
             up = await probe.wait_for("cdn", "up", after=probe.events.index(first_down) + 1)
         assert up.detail == "dns answer served stale"
         assert probe.metric("t3probe_dns_failures_total", leg="cdn", reason="timeout")
+
+
+async def test_an_http_leg_fails_a_watchdog_after_its_last_answer_not_after_its_next_get(
+    backend: BackendServer,
+) -> None:
+    # A heartbeat close to the watchdog: waiting for the next GET would add most of it.
+    url = f"http://127.0.0.1:{backend.port}/api/auth/session"
+    config = probe_config(
+        [leg("backend", url, kind="http")],
+        heartbeat_seconds=1.0 * TIME_UNIT,
+        watchdog_seconds=1.2 * TIME_UNIT,
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("backend", "up")
+        answered = probe.metric("t3probe_rtt_seconds_count", leg="backend") or 0
+        await eventually(
+            lambda: (probe.metric("t3probe_rtt_seconds_count", leg="backend") or 0) > answered,
+            within=3 * TIME_UNIT,
+        )
+        last_answer = time.monotonic()
+        with backend.stall():
+            down = await probe.wait_for("backend", "down")
+            waited = time.monotonic() - last_answer
+    assert down.reason is Reason.RTT_TIMEOUT
+    # Convicted one watchdog after the last answer (the old bound was watchdog + heartbeat).
+    assert waited < config.watchdog_seconds + 0.5 * config.heartbeat_seconds, waited

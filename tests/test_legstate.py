@@ -1,4 +1,4 @@
-"""Per-leg up/down bookkeeping: which reports are transitions."""
+"""Per-leg up/down bookkeeping: which reports are transitions, and the evidence's times."""
 
 from __future__ import annotations
 
@@ -8,28 +8,37 @@ from t3probe.reasons import Reason
 
 def test_repeated_up_reports_are_one_transition() -> None:
     record = LegRecord("ws", ("lb",))
-    assert record.mark_up(1.0) is True
-    assert record.mark_up(2.0) is False
-    assert (record.state, record.since) == ("up", 1.0)
+    assert record.mark_up(1.0, 101.0) is True
+    assert record.mark_up(2.0, 102.0) is False
+    assert (record.state, record.since, record.up_since) == ("up", 1.0, 101.0)
+    assert record.recovered_from is None  # it came up from unknown, not from a failure
 
 
 def test_down_reports_transition_once_per_failure_mode() -> None:
     record = LegRecord("ws", ("lb",))
-    record.mark_up(1.0)
+    record.mark_up(1.0, 101.0)
     assert record.mark_down(Reason.RESET, 2.0, 102.0) is True  # it was up
     assert record.mark_down(Reason.RESET, 3.0, 103.0) is None  # same failure again
     assert record.mark_down(Reason.CONNECT_REFUSED, 4.0, 104.0) is False  # new mode
-    assert [reason for _, reason in record.recent_drops] == [
-        Reason.RESET,
-        Reason.CONNECT_REFUSED,
-    ]
+    # One drop: a change of failure mode while down is not another drop.
+    assert [reason for _, reason in record.recent_drops] == [Reason.RESET]
     assert record.observation().reason is Reason.CONNECT_REFUSED
+
+
+def test_every_failed_attempt_moves_the_evidence_time() -> None:
+    record = LegRecord("ws", ("lb",))
+    record.mark_down(Reason.RESET, 2.0, 102.0)
+    record.mark_down(Reason.RESET, 3.0, 103.0)
+    assert record.last_failure_at == 103.0
+    record.mark_up(4.0, 104.0)
+    observed = record.observation()
+    assert (observed.up_since, observed.recovered_from) == (104.0, Reason.RESET)
 
 
 def test_recent_drops_are_bounded_and_on_the_monotonic_clock() -> None:
     record = LegRecord("ws", ("lb",))
     for index in range(RECENT_DROPS_PER_LEG * 2):
-        record.mark_up(float(index))
+        record.mark_up(float(index), 1000.0 + index)
         record.mark_down(Reason.RESET, float(index), 1000.0 + index)
     assert len(record.recent_drops) == RECENT_DROPS_PER_LEG
     assert record.recent_drops[-1][0] == 1000.0 + RECENT_DROPS_PER_LEG * 2 - 1

@@ -1,19 +1,34 @@
 """Which segment is at fault: boolean network tomography over the legs' routes.
 
-Pure: the caller supplies every leg's observed state and recent drops, and the time.
+Pure: the caller supplies every leg's observed state, recent drops and times, and now.
+All times are on one monotonic clock.
 
-A leg is *failing* when it is down for a path reason or dropped for one within the
-attribution window; *healthy* when it is up with no such drop. A segment is suspect when
-it lies on failing legs and on no healthy leg. With several independent faults the
-suspects are a small set of segments explaining every failing leg, found by greedy set
-cover (not guaranteed minimal, but exact for the small, tree-like topologies of probes).
-At each greedy step *every* segment tied for the best coverage is reported: segments a
-probe cannot tell apart (``wan``/``cf_edge``/``cf_tunnel`` on one leg) stay visible
-instead of one being picked arbitrarily.
+Evidence has a time. A leg is *failing* while it is down for a path reason, and for
+``window`` seconds after it was last seen failing: after a drop it saw, or after it came
+back up from an outage (so a leg that has just come back holds for the window before it
+clears a segment another leg is failing on: hysteresis). A leg is *flapping* when it
+dropped ``flap_drops`` times within ``flap_window``: it convicts like a failing leg even
+while momentarily up. A leg is *healthy* when it is up with none of that; a healthy leg
+clears its segments only with evidence at least as new as the failure it contradicts.
+When the two disagree in time, the failing leg is *rechecking* and neither convicts nor
+exonerates until the older side has been checked again (the daemon does that at once):
+a leg still down whose last failed attempt predates a neighbour's recovery (the end of a
+fault), or a fresh drop that a neighbour has not answered a heartbeat since (the onset
+of a fault, while the neighbour's own watchdog has not yet run out).
+
+A segment is suspect when it lies on failing legs and on no healthy leg. With several
+independent faults the suspects are a small set of segments explaining every failing
+leg, found by greedy set cover (not guaranteed minimal, but exact for the small,
+tree-like topologies of probes). At each greedy step *every* segment tied for the best
+coverage is reported: segments a probe cannot tell apart (``wan``/``cf_edge``/
+``cf_tunnel`` on one leg) stay visible instead of one being picked arbitrarily. Failing
+legs that no segment explains (each of their segments is cleared by a healthy leg) make
+the verdict ``inconclusive``, never ``suspect`` with nobody suspected.
 
 Reasons that say nothing about the path (``dns_failed``, ``route_mismatch``,
-``internal_error``) make a leg *unmeasured*: it neither convicts nor exonerates. A drop
-caused by the probe's own stall makes the whole verdict ``probe_unhealthy``.
+``internal_error``, ``probe_network``) make a leg *unmeasured*: it neither convicts nor
+exonerates. A drop caused by the probe's own stall, or every leg failing on the probe's
+own network, makes the whole verdict ``probe_unhealthy``.
 """
 
 from __future__ import annotations
@@ -26,11 +41,13 @@ from typing import Literal
 from t3probe.reasons import NON_PATH_REASONS, Reason
 
 LinkState = Literal["unknown", "up", "down"]
+DEFAULT_FLAP_DROPS = 2
 
 
 class VerdictName(enum.StrEnum):
     INFRA_CLEAN = "infra_clean"
     SUSPECT = "suspect"
+    INCONCLUSIVE = "inconclusive"
     PROBE_UNHEALTHY = "probe_unhealthy"
     UNKNOWN = "unknown"
 
@@ -39,8 +56,23 @@ class LegStatus(enum.StrEnum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"
     FAILING = "failing"
+    FLAPPING = "flapping"
+    RECHECKING = "rechecking"
     UNMEASURED = "unmeasured"
     STALLED = "stalled"
+
+
+CONVICTING = frozenset({LegStatus.FAILING, LegStatus.FLAPPING})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long evidence counts."""
+
+    window: float
+    # 0 turns flap memory off beyond the window.
+    flap_window: float = 0.0
+    flap_drops: int = DEFAULT_FLAP_DROPS
 
 
 @dataclass(frozen=True)
@@ -49,7 +81,15 @@ class LegObservation:
     segments: tuple[str, ...]
     state: LinkState
     reason: Reason | None = None
+    # (time, reason) of each drop: a transition to down.
     recent_drops: tuple[tuple[float, Reason], ...] = ()
+    # While up: since when, and the reason it was down for until then (None: never was).
+    up_since: float | None = None
+    recovered_from: Reason | None = None
+    # While down: when its latest attempt failed.
+    last_failure_at: float | None = None
+    # While up: when it last had a successful answer (an echo, a GET).
+    last_success_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,19 +101,75 @@ class Verdict:
     unexplained: tuple[str, ...] = ()
 
 
-def leg_status(leg: LegObservation, now: float, window: float) -> LegStatus:
-    recent = [reason for at, reason in leg.recent_drops if now - at <= window]
+def _is_path(reason: Reason | None) -> bool:
+    return reason is not None and reason not in NON_PATH_REASONS
+
+
+def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
+    """The leg's own status, before rechecking (which depends on the other legs)."""
+    recent = [reason for at, reason in leg.recent_drops if now - at <= policy.window]
     if Reason.PROBE_STALL in recent or (leg.state == "down" and leg.reason == Reason.PROBE_STALL):
         return LegStatus.STALLED
-    if leg.state == "down" and leg.reason is not None and leg.reason not in NON_PATH_REASONS:
+    if leg.state == "down" and _is_path(leg.reason):
         return LegStatus.FAILING
-    if any(reason not in NON_PATH_REASONS for reason in recent):
+    if any(_is_path(reason) for reason in recent):
         return LegStatus.FAILING
+    if (
+        leg.state == "up"
+        and _is_path(leg.recovered_from)
+        and leg.up_since is not None
+        and now - leg.up_since <= policy.window
+    ):
+        return LegStatus.FAILING
+    if policy.flap_window > 0:
+        flaps = [
+            at
+            for at, reason in leg.recent_drops
+            if now - at <= policy.flap_window and _is_path(reason)
+        ]
+        if len(flaps) >= policy.flap_drops and leg.state != "unknown":
+            return LegStatus.FLAPPING
     if leg.state == "down":
         return LegStatus.UNMEASURED
     if leg.state == "unknown":
         return LegStatus.UNKNOWN
     return LegStatus.HEALTHY
+
+
+def _freshness(leg: LegObservation) -> float | None:
+    """The time of a healthy leg's newest evidence (None: times unknown, take it as new)."""
+    times = [at for at in (leg.up_since, leg.last_success_at) if at is not None]
+    return max(times) if times else None
+
+
+def _disagree_in_time(failing: LegObservation, healthy: LegObservation) -> bool:
+    failed_at = failing.last_failure_at if failing.state == "down" else None
+    # The end of a fault: the failure is older than the neighbour's recovery.
+    if failed_at is not None and healthy.up_since is not None and healthy.up_since > failed_at:
+        return True
+    fresh = _freshness(healthy)
+    if fresh is None or not failing.recent_drops:
+        return False
+    # The onset of a fault: the neighbour has not answered since this leg dropped.
+    return fresh < failing.recent_drops[-1][0]
+
+
+def _recheck(
+    legs: Sequence[LegObservation], statuses: dict[str, LegStatus]
+) -> dict[str, LegStatus]:
+    """Failing legs whose evidence a healthy neighbour contradicts only with older (or
+    newer-but-unconfirmed) evidence of its own are rechecking."""
+    healthy = [leg for leg in legs if statuses[leg.name] is LegStatus.HEALTHY]
+    result = dict(statuses)
+    for leg in legs:
+        if statuses[leg.name] is not LegStatus.FAILING:
+            continue
+        shared = set(leg.segments)
+        for other in healthy:
+            if shared.intersection(other.segments) and _disagree_in_time(leg, other):
+                result[leg.name] = LegStatus.RECHECKING
+                break
+    return result
 
 
 def _ordered(segments: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
@@ -100,32 +196,45 @@ def _cover(failing: Sequence[LegObservation], candidates: set[str]) -> tuple[set
     return chosen, uncovered
 
 
-def compute_verdict(legs: Sequence[LegObservation], now: float, window: float) -> Verdict:
+def _probe_offline(legs: Sequence[LegObservation]) -> bool:
+    """Every leg is failing on the probe's own network: the probe, not the path."""
+    return bool(legs) and all(
+        leg.state == "down" and leg.reason is Reason.PROBE_NETWORK for leg in legs
+    )
+
+
+def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy | float) -> Verdict:
+    if not isinstance(policy, Policy):
+        policy = Policy(window=policy)
     order = list(dict.fromkeys(segment for leg in legs for segment in leg.segments))
-    statuses = {leg.name: leg_status(leg, now, window) for leg in legs}
+    statuses = _recheck(legs, {leg.name: leg_status(leg, now, policy) for leg in legs})
     by_status = {
         status: [leg for leg in legs if statuses[leg.name] is status] for status in LegStatus
     }
+    failing = [leg for leg in legs if statuses[leg.name] in CONVICTING]
     healthy_segments = {s for leg in by_status[LegStatus.HEALTHY] for s in leg.segments}
     unobserved = _ordered(
         {s for leg in legs for s in leg.segments}
         - healthy_segments
-        - {s for leg in by_status[LegStatus.FAILING] for s in leg.segments},
+        - {s for leg in failing for s in leg.segments},
         order,
     )
-    if by_status[LegStatus.STALLED]:
+    if by_status[LegStatus.STALLED] or _probe_offline(legs):
         return Verdict(VerdictName.PROBE_UNHEALTHY, leg_status=statuses, unobserved=unobserved)
-    failing = by_status[LegStatus.FAILING]
     if failing:
         candidates = {s for leg in failing for s in leg.segments} - healthy_segments
         chosen, unexplained = _cover(failing, candidates)
         return Verdict(
-            VerdictName.SUSPECT,
+            VerdictName.SUSPECT if chosen else VerdictName.INCONCLUSIVE,
             suspects=_ordered(chosen, order),
             leg_status=statuses,
             unobserved=unobserved,
             unexplained=tuple(sorted(unexplained)),
         )
-    if by_status[LegStatus.UNKNOWN] or by_status[LegStatus.UNMEASURED]:
+    if (
+        by_status[LegStatus.UNKNOWN]
+        or by_status[LegStatus.UNMEASURED]
+        or by_status[LegStatus.RECHECKING]
+    ):
         return Verdict(VerdictName.UNKNOWN, leg_status=statuses, unobserved=unobserved)
     return Verdict(VerdictName.INFRA_CLEAN, leg_status=statuses)

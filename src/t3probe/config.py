@@ -25,6 +25,8 @@ from pydantic import (
 
 MAX_LEGS = 5000
 MAX_SEGMENTS_PER_LEG = 16
+PROBE_STALL_SHARE = 0.1
+FLAP_WATCHDOGS = 3.0
 _LABEL_VALUE = r"^[a-z][a-z0-9_]{0,31}$"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
@@ -226,7 +228,12 @@ class ProbeConfig(_Strict):
     watchdog_seconds: Annotated[float, Field(gt=0, le=7200)] = 20.0
     attribution_window_seconds: Annotated[float, Field(ge=0, le=86400)] = 20.0
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
-    probe_stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # Default: a tenth of the watchdog (2 s for production timings).
+    probe_stall_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    # A leg that dropped flap_drops times within flap_window_seconds (default three
+    # watchdogs) is flapping: it convicts its segments even while momentarily up.
+    flap_window_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
+    flap_drops: Annotated[int, Field(ge=2, le=1000)] = 2
     backoff_initial_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
     backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     event_buffer_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
@@ -247,7 +254,7 @@ class ProbeConfig(_Strict):
                 f"watchdog_seconds ({self.watchdog_seconds:g}) must be greater than"
                 f" heartbeat_seconds ({self.heartbeat_seconds:g})"
             )
-        if self.probe_stall_seconds >= self.watchdog_seconds:
+        if self.effective_probe_stall >= self.watchdog_seconds:
             raise ValueError("probe_stall_seconds must be less than watchdog_seconds")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds must be at least backoff_initial_seconds")
@@ -271,6 +278,18 @@ class ProbeConfig(_Strict):
     @property
     def listen_address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    @property
+    def effective_probe_stall(self) -> float:
+        if self.probe_stall_seconds is not None:
+            return self.probe_stall_seconds
+        return PROBE_STALL_SHARE * self.watchdog_seconds
+
+    @property
+    def effective_flap_window(self) -> float:
+        if self.flap_window_seconds is not None:
+            return self.flap_window_seconds
+        return FLAP_WATCHDOGS * self.watchdog_seconds
 
     @property
     def effective_connect_timeout(self) -> float:

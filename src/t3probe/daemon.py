@@ -22,6 +22,7 @@ from t3probe.legs.registry import build_leg
 from t3probe.linewriter import LineWriter
 from t3probe.looplag import LoopLagMonitor
 from t3probe.metrics import ProbeMetrics
+from t3probe.neighbours import Neighbours
 from t3probe.reasons import DnsFailure
 from t3probe.recorder import Recorder
 from t3probe.resolvers.factory import build_resolver
@@ -57,6 +58,8 @@ class Probe:
             self._line_writer = emit_line = LineWriter(sys.stdout)
         self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
         self.lag = LoopLagMonitor(self.clock, self.metrics)
+        self.neighbours = Neighbours({leg.name: leg.segments for leg in config.legs})
+        self.recorder.subscribe(self.neighbours.on_event)
         self._rng = rng if rng is not None else random.Random()
         self._legs: list[tuple[Leg, LegContext]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -79,7 +82,14 @@ class Probe:
         budget = LegBudget.of(self.config, leg_config)
         resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock)
         ctx = LegContext(
-            self.config, leg_config, budget, self.recorder, self.clock, self.lag, resolver
+            self.config,
+            leg_config,
+            budget,
+            self.recorder,
+            self.clock,
+            self.lag,
+            resolver,
+            self.neighbours,
         )
         return build_leg(ctx), ctx
 

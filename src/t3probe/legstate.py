@@ -23,30 +23,53 @@ class LegRecord:
     reason: Reason | None = None
     since: float = 0.0
     last_rtt: float | None = None
-    # (monotonic time, reason): recency is judged on the monotonic clock, so a wall-clock
-    # step can neither keep nor clear a conviction.
+    # Monotonic times, the evidence's clock: when it came up (and from which failure),
+    # and when its latest attempt failed.
+    up_since: float | None = None
+    recovered_from: Reason | None = None
+    last_failure_at: float | None = None
+    last_success_at: float | None = None
+    # (monotonic time, reason) of each drop: recency is judged on the monotonic clock,
+    # so a wall-clock step can neither keep nor clear a conviction.
     recent_drops: collections.deque[tuple[float, Reason]] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
     )
 
-    def mark_up(self, wall: float) -> bool:
+    def mark_up(self, wall: float, monotonic: float) -> bool:
         """Record an up report; True when it is a transition."""
         if self.state == "up":
             return False
+        self.recovered_from = self.reason if self.state == "down" else None
         self.state, self.reason, self.since = "up", None, wall
+        self.up_since = monotonic
         return True
 
     def mark_down(self, reason: Reason, wall: float, monotonic: float) -> bool | None:
         """Record a down report: None when it repeats the current failure, else whether
-        the leg was up until now."""
+        the leg was up until now. Only a transition to down is a drop."""
+        self.last_failure_at = monotonic
         if self.state == "down" and self.reason == reason:
             return None
         was_up = self.state == "up"
+        if self.state != "down":
+            self.recent_drops.append((monotonic, reason))
         self.state, self.reason, self.since = "down", reason, wall
-        self.recent_drops.append((monotonic, reason))
+        self.up_since = self.recovered_from = None
         return was_up
+
+    def mark_success(self, rtt: float, monotonic: float) -> None:
+        self.last_rtt = rtt
+        self.last_success_at = monotonic
 
     def observation(self) -> LegObservation:
         return LegObservation(
-            self.name, self.segments, self.state, self.reason, tuple(self.recent_drops)
+            self.name,
+            self.segments,
+            self.state,
+            self.reason,
+            tuple(self.recent_drops),
+            up_since=self.up_since,
+            recovered_from=self.recovered_from,
+            last_failure_at=self.last_failure_at,
+            last_success_at=self.last_success_at,
         )

@@ -9,6 +9,7 @@ Pure: the mapping from library exceptions lives with the legs
 from __future__ import annotations
 
 import enum
+import errno
 import ssl
 from dataclasses import dataclass
 from typing import Literal
@@ -28,9 +29,11 @@ class Reason(enum.StrEnum):
     RTT_TIMEOUT = "rtt_timeout"
     CLOSED_BY_PEER = "closed_by_peer"
     RESET = "reset"
+    UNREACHABLE = "unreachable"
     HTTP_ERROR = "http_error"
     IO_ERROR = "io_error"
     PROBE_STALL = "probe_stall"
+    PROBE_NETWORK = "probe_network"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -50,8 +53,37 @@ class DnsFailure(enum.StrEnum):
 
 # Reasons that say nothing about the path's segments: they must never convict one.
 NON_PATH_REASONS: frozenset[Reason] = frozenset(
-    {Reason.DNS_FAILED, Reason.ROUTE_MISMATCH, Reason.PROBE_STALL, Reason.INTERNAL_ERROR}
+    {
+        Reason.DNS_FAILED,
+        Reason.ROUTE_MISMATCH,
+        Reason.PROBE_STALL,
+        Reason.PROBE_NETWORK,
+        Reason.INTERNAL_ERROR,
+    }
 )
+
+# Errors the probe's own host raises before anything reaches the path: a local firewall
+# (EPERM, EACCES), exhausted descriptors or buffers, no usable source address.
+LOCAL_ERRNOS = frozenset(
+    {
+        errno.EPERM,
+        errno.EACCES,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+        errno.EADDRNOTAVAIL,
+    }
+)
+# A router saying "no" (ICMP host/net unreachable, admin prohibited), or the probe's own
+# routing table having no route: the leg tells the two apart by asking the kernel.
+UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+_PATH_ERRNOS = {
+    errno.ECONNREFUSED: Reason.CONNECT_REFUSED,
+    errno.ECONNRESET: Reason.RESET,
+    errno.EPIPE: Reason.RESET,
+    errno.ECONNABORTED: Reason.RESET,
+}
 
 
 class ProbeFailure(Exception):
@@ -79,6 +111,12 @@ def timeout_reason(phase: Phase) -> Reason:
 
 
 def os_error_reason(err: OSError, phase: Phase) -> Reason:
+    if err.errno in LOCAL_ERRNOS:
+        return Reason.PROBE_NETWORK
+    if err.errno in UNREACHABLE_ERRNOS:
+        return Reason.UNREACHABLE
+    if err.errno in _PATH_ERRNOS:
+        return _PATH_ERRNOS[err.errno]
     if isinstance(err, ConnectionRefusedError):
         return Reason.CONNECT_REFUSED
     if isinstance(err, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
@@ -92,5 +130,8 @@ def os_error_reason(err: OSError, phase: Phase) -> Reason:
 
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        text = f"{errno.errorcode[code]}: {text}"
     # Exception texts can embed peer-controlled data; keep events bounded.
     return f"{type(exc).__name__}: {text}"[:MAX_DETAIL]

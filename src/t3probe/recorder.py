@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from t3probe.attribution import LegObservation, Verdict, VerdictName, compute_verdict
+from t3probe.attribution import LegObservation, Policy, Verdict, VerdictName, compute_verdict
 from t3probe.clock import Clock
 from t3probe.config import ProbeConfig
 from t3probe.events import EventLog, LegEvent
@@ -36,6 +36,11 @@ class Recorder:
             for leg in config.legs
         }
         self._aged_legs = {leg.name for leg in config.legs if leg.holds_connection}
+        self._policy = Policy(
+            window=config.attribution_window_seconds,
+            flap_window=config.effective_flap_window,
+            flap_drops=config.flap_drops,
+        )
         self._verdict = Verdict(VerdictName.UNKNOWN)
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
@@ -69,7 +74,7 @@ class Recorder:
         record = self._legs[leg]
         self._metrics.connected.labels(leg=leg).set(1)
         now = self._clock.wall()
-        if not record.mark_up(now):
+        if not record.mark_up(now, self._clock.monotonic()):
             return
         self._publish(
             LegEvent(leg, "up", None, now, last_rtt_seconds=record.last_rtt, detail=detail)
@@ -100,7 +105,7 @@ class Recorder:
         )
 
     def observe_rtt(self, leg: str, seconds: float) -> None:
-        self._legs[leg].last_rtt = seconds
+        self._legs[leg].mark_success(seconds, self._clock.monotonic())
         self._metrics.rtt.labels(leg=leg).observe(seconds)
 
     def observe_connect_phase(self, leg: str, phase: str, seconds: float) -> None:
@@ -114,11 +119,7 @@ class Recorder:
 
     def refresh_verdict(self) -> Verdict:
         now = self._clock.wall()
-        verdict = compute_verdict(
-            self.observations(),
-            self._clock.monotonic(),
-            self._config.attribution_window_seconds,
-        )
+        verdict = compute_verdict(self.observations(), self._clock.monotonic(), self._policy)
         previous = self._verdict
         self._verdict = verdict
         self._verdict_stale = False

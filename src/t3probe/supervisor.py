@@ -12,6 +12,8 @@ import random
 
 from t3probe.legs.base import Leg, LegContext
 from t3probe.legs.classify import classify
+from t3probe.legs.dialing import localise
+from t3probe.neighbours import Wait
 from t3probe.reasons import NON_PATH_REASONS, Classified, Reason
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,12 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failure = classify(exc, leg.progress.phase)
+            failure = localise(classify(exc, leg.progress.phase), leg.progress)
             if failure.reason is Reason.INTERNAL_ERROR:
                 log.exception("leg %s: internal error; restarting the leg", name)
-        lag = ctx.lag.max_lag_within(ctx.budget.watchdog)
-        failure = blame_own_stall(failure, lag, config.probe_stall_seconds)
+        # Only a stall since the leg last succeeded can have caused this failure.
+        lag = ctx.lag.max_lag_within(ctx.clock.monotonic() - leg.progress.evidence_since)
+        failure = blame_own_stall(failure, lag, config.effective_probe_stall)
         age = leg.progress.age(ctx.clock.monotonic())
         if age is not None and age >= ctx.budget.watchdog:
             # It held for a while: the path worked, so the next reconnect should be prompt.
@@ -76,4 +79,4 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             ctx.recorder.leg_down(name, failure, age)
         except Exception:
             log.exception("leg %s: recording a drop failed", name)
-        await asyncio.sleep(backoff.next_delay())
+        await ctx.pause(Wait.REDIAL, backoff.next_delay())

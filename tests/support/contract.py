@@ -13,10 +13,12 @@ DROP_REASONS = frozenset(
         "rtt_timeout",
         "closed_by_peer",
         "reset",
+        "unreachable",
         "http_error",
         "io_error",
         "probe_stall",
+        "probe_network",
         "internal_error",
     }
 )
-VERDICTS = frozenset({"infra_clean", "suspect", "probe_unhealthy", "unknown"})
+VERDICTS = frozenset({"infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown"})

@@ -71,7 +71,8 @@ def judge(evidence: Evidence) -> Finding:
     if failing or suspects:
         return Finding(
             "infra_fault",
-            VerdictName.SUSPECT,
+            # Failing legs that no segment explains: never "suspect" with nobody suspected.
+            VerdictName.SUSPECT if suspects else VerdictName.INCONCLUSIVE,
             _fault_sentence(evidence, suspects, failing),
             suspects=suspects,
             failing=failing,

@@ -8,7 +8,10 @@ for the verdict to return to ``infra_clean`` — the recovery is judged too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,6 +23,10 @@ LB_OR_DISPATCH = ("traefik", "dispatch")
 POLL_SECONDS = 0.2
 HOLD_SECONDS = 0.6
 DEADLINE_SECONDS = 15.0
+WATCH_SECONDS = 0.1
+MAX_VIOLATIONS = 5
+MAX_SAMPLES = 1200
+FLAP_SECONDS = 10.0
 
 Inject = Callable[[LabParts, contextlib.ExitStack], Awaitable[None]]
 Check = Callable[[Recorder], str | None]
@@ -33,6 +40,13 @@ class Scenario:
     verdict: str
     suspects: tuple[str, ...] = ()
     check: Check | None = None
+    # Segments the scenario's own mechanics fault besides the one under test (a forced
+    # reconnect through the edge): naming them on the way is not wrong.
+    also_faulted: tuple[str, ...] = ()
+    # An intermittent fault runs this long and is judged by the share of the time,
+    # after the second drop, that the verdict names ``suspects``.
+    flap_seconds: float = 0.0
+    min_share: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,18 @@ async def _doh_lie(parts: LabParts, stack: contextlib.ExitStack) -> None:
     stack.enter_context(parts.doh.lie(LB_ADDRESS))
     await asyncio.sleep(1.5)
     await _bounce_cdn_leg(parts)
+
+
+async def _lb_flapping(parts: LabParts, stack: contextlib.ExitStack) -> None:
+    async def flap() -> None:
+        # Connections live 1-3 s, then the LB resets them: a flapping ingress.
+        while True:
+            await asyncio.sleep(random.uniform(1.0, 3.0))
+            with parts.lb.reset():
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(flap())
+    stack.callback(task.cancel)
 
 
 async def _edge_latency(parts: LabParts, stack: contextlib.ExitStack) -> None:
@@ -192,6 +218,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         _doh_down,
         "infra_clean",
         check=_stale_answer_served,
+        also_faulted=CDN,
     ),
     Scenario(
         "doh_lie",
@@ -199,6 +226,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         _doh_lie,
         "unknown",
         check=_leg_is("cloudflare", up=False, reason="route_mismatch"),
+        also_faulted=CDN,
+    ),
+    Scenario(
+        "lb_flapping",
+        "the LB resets every connection after 1-3 s",
+        _lb_flapping,
+        "suspect",
+        LB_OR_DISPATCH,
+        flap_seconds=FLAP_SECONDS,
     ),
     Scenario(
         "latency",
@@ -244,15 +280,92 @@ async def _await_verdict(
     return False, observed, loop.time() - started
 
 
+class VerdictWatch:
+    """Samples the verdict throughout a scenario: it may be late, never wrong.
+
+    Naming a segment that was not faulted (at the onset, during, or while recovering),
+    or a ``suspect`` verdict with nobody suspected, is a violation.
+    """
+
+    def __init__(self, recorder: Recorder, allowed: tuple[str, ...]) -> None:
+        self._recorder = recorder
+        self._allowed = set(allowed)
+        self._started = asyncio.get_running_loop().time()
+        self.violations: list[str] = []
+        # (wall time, suspects), for judging intermittent faults by share of time.
+        self.samples: collections.deque[tuple[float, tuple[str, ...]]] = collections.deque(
+            maxlen=MAX_SAMPLES
+        )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self.violations) < MAX_VIOLATIONS:
+            verdict = self._recorder.refresh_verdict()
+            self.samples.append((time.time(), verdict.suspects))
+            wrong = [s for s in verdict.suspects if s not in self._allowed]
+            at = loop.time() - self._started
+            if wrong:
+                self.violations.append(f"named {', '.join(wrong)} at {at:.1f}s")
+            elif verdict.verdict == "suspect" and not verdict.suspects:
+                self.violations.append(f"suspect with no suspects at {at:.1f}s")
+            await asyncio.sleep(WATCH_SECONDS)
+
+    def take(self) -> str | None:
+        found, self.violations = self.violations, []
+        return "; ".join(found) if found else None
+
+
+def _judged(outcome: Outcome, violation: str | None) -> Outcome:
+    if violation is None:
+        return outcome
+    return Outcome(
+        outcome.scenario,
+        outcome.phase,
+        outcome.expected,
+        f"{outcome.observed} (wrong on the way: {violation})",
+        False,
+        outcome.seconds,
+    )
+
+
+def _share_convicted(
+    scenario: Scenario, recorder: Recorder, watch: VerdictWatch, since: float
+) -> tuple[bool, str, float]:
+    drops = [e.at for e in recorder.events.since(since) if e.kind == "down"]
+    if len(drops) < 2:
+        return False, f"only {len(drops)} drop(s) in {scenario.flap_seconds:g}s", 0.0
+    after = [suspects for at, suspects in watch.samples if at >= drops[1]]
+    wanted = set(scenario.suspects)
+    share = sum(wanted <= set(suspects) for suspects in after) / max(1, len(after))
+    observed = f"{_describe(scenario.verdict, scenario.suspects)} {share:.0%} of the time"
+    return share >= scenario.min_share, observed, scenario.flap_seconds
+
+
 async def run_scenario(scenario: Scenario, parts: LabParts, recorder: Recorder) -> list[Outcome]:
     outcomes = []
     expected = _describe(scenario.verdict, scenario.suspects)
-    with contextlib.ExitStack() as stack:
-        await scenario.inject(parts, stack)
-        matched, observed, seconds = await _await_verdict(
-            recorder, scenario.verdict, scenario.suspects, scenario.check
-        )
-        outcomes.append(Outcome(scenario.name, "fault", expected, observed, matched, seconds))
-    matched, observed, seconds = await _await_verdict(recorder, "infra_clean", (), None)
-    outcomes.append(Outcome(scenario.name, "recovery", "infra_clean", observed, matched, seconds))
+    if scenario.flap_seconds:
+        expected += f" >= {scenario.min_share:.0%} of the time"
+    watch = VerdictWatch(recorder, (*scenario.suspects, *scenario.also_faulted))
+    watching = asyncio.create_task(watch.run())
+    try:
+        with contextlib.ExitStack() as stack:
+            started = time.time()
+            await scenario.inject(parts, stack)
+            if scenario.flap_seconds:
+                await asyncio.sleep(scenario.flap_seconds)
+                matched, observed, seconds = _share_convicted(scenario, recorder, watch, started)
+            else:
+                matched, observed, seconds = await _await_verdict(
+                    recorder, scenario.verdict, scenario.suspects, scenario.check
+                )
+            outcome = Outcome(scenario.name, "fault", expected, observed, matched, seconds)
+            outcomes.append(_judged(outcome, watch.take()))
+        matched, observed, seconds = await _await_verdict(recorder, "infra_clean", (), None)
+        outcome = Outcome(scenario.name, "recovery", "infra_clean", observed, matched, seconds)
+        outcomes.append(_judged(outcome, watch.take()))
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     return outcomes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,6 +11,7 @@ from t3probe.clock import Clock
 from t3probe.config import AnyLegConfig, ProbeConfig
 from t3probe.legs.budget import LegBudget, timeout_failure
 from t3probe.looplag import LoopLagMonitor
+from t3probe.neighbours import Neighbours, Wait
 from t3probe.reasons import DnsFailure, Phase, ProbeFailure
 from t3probe.recorder import Recorder
 from t3probe.resolvers.base import Resolver
@@ -24,6 +26,14 @@ class LegContext:
     clock: Clock
     lag: LoopLagMonitor
     resolver: Resolver
+    neighbours: Neighbours | None = None
+
+    async def pause(self, kind: Wait, seconds: float) -> bool:
+        """Sleep, unless a neighbour's news says to act now (then True)."""
+        if self.neighbours is None:
+            await asyncio.sleep(seconds)
+            return False
+        return await self.neighbours.wait(self.leg.name, kind, seconds)
 
     def timed_out(self, phase: Phase, seconds: float, what: str) -> ProbeFailure:
         """The failure for a deadline passing in ``phase``; a DNS one is also counted."""
@@ -39,8 +49,13 @@ class SessionProgress:
     phase: Phase = "dns"
     connected_at: float | None = None
     handshake_started: float | None = None
+    # Monotonic time of the latest success (or of the attempt's start): the probe's own
+    # stalls before it cannot explain a failure after it.
+    evidence_since: float = 0.0
     # The resolver had no fresh answer and the connection used a stale one (RFC 8767).
     dns_stale: bool = False
+    # Where the resolver sent this attempt; kept to tell local from path errors.
+    addresses: tuple[str, ...] = ()
     # The proof header the last response lacked; set by a trace hook, checked by the leg.
     proof_missing: str | None = None
 

@@ -42,10 +42,6 @@ class LegBudget:
             watchdog=probe.watchdog_seconds,
         )
 
-    def for_attempt(self, connected: bool) -> float:
-        """The deadline of an attempt: the connect budget until the leg has a connection."""
-        return self.request if connected else self.connect
-
 
 def timeout_failure(phase: Phase, seconds: float, what: str) -> ProbeFailure:
     """The failure for ``what`` running out of its ``seconds`` while in ``phase``."""

@@ -18,7 +18,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from t3probe.legs.base import LegContext, SessionProgress
-from t3probe.reasons import DnsFailure, ProbeFailure, Reason
+from t3probe.reasons import (
+    LOCAL_ERRNOS,
+    MAX_DETAIL,
+    UNREACHABLE_ERRNOS,
+    Classified,
+    DnsFailure,
+    ProbeFailure,
+    Reason,
+)
 
 
 def check_route(ctx: LegContext, addresses: Sequence[str]) -> tuple[str, ...]:
@@ -59,6 +67,7 @@ class _LegResolver(AbstractResolver):
         if resolution.stale:
             self._progress.dns_stale = True
         addresses = check_route(self._ctx, resolution.addresses)
+        self._progress.addresses = addresses
         self._progress.phase = "connect"
         return [
             ResolveResult(
@@ -152,3 +161,30 @@ def check_proof(progress: SessionProgress) -> None:
             Reason.ROUTE_MISMATCH,
             f"response lacks the proof header {missing!r}: the expected route was not crossed",
         )
+
+
+def _no_local_route(address: str) -> bool:
+    """Whether this host's own routing refuses ``address``: a UDP connect asks the kernel
+    for a route and sends nothing."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as route_check:
+            route_check.connect((address, 9))
+    except OSError as err:
+        return err.errno in UNREACHABLE_ERRNOS or err.errno in LOCAL_ERRNOS
+    return False
+
+
+def localise(failure: Classified, progress: SessionProgress) -> Classified:
+    """An unreachable target with no route from this very host is the probe's network.
+
+    The kernel reports a missing local route and a router's ICMP unreachable with the
+    same errno; only asking the routing table tells "my uplink is gone" from "a router
+    on the path said no".
+    """
+    if failure.reason is not Reason.UNREACHABLE or not progress.addresses:
+        return failure
+    if not all(_no_local_route(address) for address in progress.addresses):
+        return failure
+    detail = f"{failure.detail}; no route from this host to {', '.join(progress.addresses)}"
+    return Classified(Reason.PROBE_NETWORK, detail[:MAX_DETAIL], failure.close_code)

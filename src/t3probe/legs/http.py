@@ -15,6 +15,7 @@ import aiohttp
 from t3probe.config import HttpLegConfig
 from t3probe.legs.base import LegContext, SessionProgress, tls_context
 from t3probe.legs.dialing import check_peer, check_proof, open_session
+from t3probe.neighbours import Wait
 from t3probe.reasons import ProbeFailure, Reason
 
 
@@ -39,15 +40,18 @@ class HttpLeg:
         # Same object as the session's resolver holds, so reset it rather than replace it.
         self.progress.dns_stale = False
         ctx = self._ctx
+        self.progress.evidence_since = ctx.clock.monotonic()
         try:
             while True:
                 started = ctx.clock.monotonic()
                 await self._heartbeat()
+                self.progress.evidence_since = ctx.clock.monotonic()
                 if self.progress.connected_at is None:
                     self.progress.connected_at = ctx.clock.monotonic()
                     ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail())
                 elapsed = ctx.clock.monotonic() - started
-                await asyncio.sleep(max(0.0, ctx.probe_config.heartbeat_seconds - elapsed))
+                # A neighbour's drop cuts the wait short: this leg checks the path now.
+                await ctx.pause(Wait.RECHECK, ctx.probe_config.heartbeat_seconds - elapsed)
         except BaseException:
             # A failed request may leave a half-read connection: start the next attempt clean.
             await self.close()
@@ -60,7 +64,13 @@ class HttpLeg:
         connected = self.progress.connected_at is not None
         if connected:
             self.progress.phase = "session"
-        budget = ctx.budget.for_attempt(connected)
+        if connected:
+            # The watchdog counts from the last answer, not from this GET: a real client
+            # gives up that long after it last heard from the server.
+            since_answer = ctx.clock.monotonic() - self.progress.evidence_since
+            budget = max(0.0, ctx.budget.watchdog - since_answer)
+        else:
+            budget = ctx.budget.connect
         started = time.perf_counter()
         try:
             async with asyncio.timeout(budget):
@@ -73,8 +83,9 @@ class HttpLeg:
             # Connected but unanswered is the process stalling, not a connect problem:
             # for a GET, the "handshake" after the connection is the request itself.
             phase = self.progress.phase
+            seconds = budget if not connected else ctx.budget.watchdog
             raise ctx.timed_out(
-                "session" if phase == "handshake" else phase, budget, "GET"
+                "session" if phase == "handshake" else phase, seconds, "GET"
             ) from err
         ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)
         check_proof(self.progress)

@@ -19,6 +19,7 @@ from t3probe.legs.base import LegContext, SessionProgress, tls_context
 from t3probe.legs.classify import classify
 from t3probe.legs.dialing import check_peer, check_proof, open_session
 from t3probe.legs.heartbeat import Heartbeats
+from t3probe.neighbours import Wait
 from t3probe.reasons import ProbeFailure, Reason
 
 CLOSE_TIMEOUT_SECONDS = 1.5
@@ -34,7 +35,7 @@ class WebSocketLeg:
         self._heartbeats = Heartbeats(ctx.probe_config.heartbeat_seconds, ctx.budget.watchdog)
 
     async def run_session(self) -> None:
-        self.progress = SessionProgress()
+        self.progress = SessionProgress(evidence_since=self._ctx.clock.monotonic())
         session = open_session(self._ctx, self.progress, self._ssl, keepalive=False)
         try:
             ws = await self._connect(session)
@@ -94,8 +95,10 @@ class WebSocketLeg:
         while True:
             message = await ws.receive()
             if message.type is aiohttp.WSMsgType.TEXT:
-                rtt = self._heartbeats.on_text(message.data, self._ctx.clock.monotonic())
+                now = self._ctx.clock.monotonic()
+                rtt = self._heartbeats.on_text(message.data, now)
                 if rtt is not None:
+                    self.progress.evidence_since = now
                     self._ctx.recorder.observe_rtt(self._ctx.leg.name, rtt)
             elif message.type is aiohttp.WSMsgType.BINARY:
                 continue  # not an echo of ours; the watchdog judges the silence
@@ -121,7 +124,9 @@ class WebSocketLeg:
                 # The socket is closing: the reader knows why (a close frame and its code,
                 # or EOF) and the watchdog remains the backstop, so let them report it.
                 await asyncio.Event().wait()
-            await asyncio.sleep(interval)
+            # A neighbour's drop cuts the wait short: an echo now says whether this
+            # leg still clears the segments they share.
+            await self._ctx.pause(Wait.RECHECK, interval)
 
     async def _watchdog(self) -> None:
         ctx = self._ctx

@@ -1,0 +1,68 @@
+"""Legs that share a segment check on each other's news at once, not at their next timer.
+
+When a leg comes back up, every down leg sharing a segment with it is re-dialed now
+instead of waiting out its backoff: until it has, its old failure is stale evidence
+against a segment that was just shown to work. When a leg drops, every leg sharing a
+segment with it that checks on demand (an HTTP leg between two GETs) checks now, so a
+path fault convicts within a watchdog on every leg kind.
+
+Each waiting leg is registered under its segments and woken at most once per wait, so a
+thousand legs recovering together cost each leg one wake-up, not one per neighbour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Iterable, Mapping
+
+from t3probe.events import LegEvent
+
+
+class Wait(enum.Enum):
+    # A down leg waiting out its reconnect backoff.
+    REDIAL = "redial"
+    # An up leg waiting for its next heartbeat.
+    RECHECK = "recheck"
+
+
+class Neighbours:
+    def __init__(self, segments_by_leg: Mapping[str, Iterable[str]]) -> None:
+        self._segments = {leg: tuple(segments) for leg, segments in segments_by_leg.items()}
+        self._wake = {leg: asyncio.Event() for leg in self._segments}
+        self._waiting: dict[Wait, dict[str, set[str]]] = {kind: {} for kind in Wait}
+
+    async def wait(self, leg: str, kind: Wait, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short."""
+        wake = self._wake[leg]
+        wake.clear()
+        waiting = self._waiting[kind]
+        for segment in self._segments[leg]:
+            waiting.setdefault(segment, set()).add(leg)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, seconds)):
+                    await wake.wait()
+                    return True
+            return False
+        finally:
+            for segment in self._segments[leg]:
+                legs = waiting.get(segment)
+                if legs is not None:
+                    legs.discard(leg)
+                    if not legs:
+                        del waiting[segment]
+
+    def wake(self, changed: str, kind: Wait) -> None:
+        waiting = self._waiting[kind]
+        for segment in self._segments.get(changed, ()):
+            for leg in waiting.pop(segment, ()):
+                if leg != changed:
+                    self._wake[leg].set()
+
+    def on_event(self, event: LegEvent) -> None:
+        if event.kind == "up":
+            self.wake(event.leg, Wait.REDIAL)
+        elif event.kind == "down":
+            self.wake(event.leg, Wait.RECHECK)

@@ -1,0 +1,41 @@
+"""Legs sharing a segment act on each other's news at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from t3probe.events import LegEvent
+from t3probe.neighbours import Neighbours, Wait
+
+SEGMENTS = {"cloudflare": ("wan", "traefik"), "internal": ("traefik",), "t3serve": ("t3serve",)}
+
+
+async def test_a_leg_coming_up_redials_the_down_legs_sharing_a_segment() -> None:
+    neighbours = Neighbours(SEGMENTS)
+    cloudflare = asyncio.create_task(neighbours.wait("cloudflare", Wait.REDIAL, 30))
+    t3serve = asyncio.create_task(neighbours.wait("t3serve", Wait.REDIAL, 0.2))
+    await asyncio.sleep(0)
+    neighbours.on_event(LegEvent("internal", "up", None, 0.0))
+    async with asyncio.timeout(1):
+        assert await cloudflare is True  # woken at once, not after 30 s
+    assert await t3serve is False  # shares nothing: it slept its full time
+
+
+async def test_a_drop_rechecks_up_legs_sharing_a_segment_and_not_redials() -> None:
+    neighbours = Neighbours(SEGMENTS)
+    recheck = asyncio.create_task(neighbours.wait("internal", Wait.RECHECK, 30))
+    redial = asyncio.create_task(neighbours.wait("cloudflare", Wait.REDIAL, 0.2))
+    await asyncio.sleep(0)
+    neighbours.on_event(LegEvent("cloudflare", "down", None, 0.0))
+    async with asyncio.timeout(1):
+        assert await recheck is True
+    assert await redial is False  # a drop is no reason to re-dial
+
+
+async def test_a_leg_is_not_woken_by_its_own_news_and_waits_leave_no_registrations() -> None:
+    neighbours = Neighbours(SEGMENTS)
+    alone = asyncio.create_task(neighbours.wait("internal", Wait.REDIAL, 0.1))
+    await asyncio.sleep(0)
+    neighbours.on_event(LegEvent("internal", "up", None, 0.0))
+    assert await alone is False
+    neighbours.wake("internal", Wait.REDIAL)  # nobody waiting: nothing to do, no error
