@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.contract import DROP_REASONS, VERDICTS
 from tests.kernel.topology import LEGS, SEGMENTS
 from tests.kernel.truth import ROWS, ROWS_BY_NAME
@@ -47,3 +49,19 @@ def test_the_table_discriminates_router_a_router_b_and_the_server_processes() ->
     convicted = {row.verdict for row in ROWS if row.verdict and row.verdict[0] == "suspect"}
     for segment in ("router_a", "router_b", "server", "backend"):
         assert ("suspect", (segment,)) in convicted, segment
+
+
+def test_missing_root_or_tools_is_a_loud_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+
+    from tests.kernel.topology import missing_prerequisites
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "need root" in str(missing_prerequisites())
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        shutil, "which", lambda tool: None if tool in ("nft", "conntrack") else tool
+    )
+    reason = str(missing_prerequisites())
+    assert "nft, conntrack" in reason and "make test" in reason
