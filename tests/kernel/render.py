@@ -258,8 +258,9 @@ def render(payload: dict[str, Any]) -> str:
         f" Python {machine['python']}, aiohttp {machine['aiohttp']}, time unit {unit:g};"
         f" {len(results)} rows in {payload['elapsed_seconds']:.0f} s wall. Times in"
         " seconds from the fault (from the legs' start for rows in place before it);"
-        " *@t* is the first drop. *Up* is heal → last leg up again, *clean* heal → verdict"
-        " `infra_clean` again (— : it never left).",
+        " *@t* is the first drop. *Up* is heal → last leg up again (or back before the"
+        " heal, through new flows), *clean* heal → verdict `infra_clean` again (—: never left,"
+        " or already back).",
         "",
         "| row | observed drops | verdict held at heal (reached at) | up | clean"
         " | slow RTTs (> 100 ms) | matches the table |",
@@ -281,7 +282,8 @@ def render(payload: dict[str, Any]) -> str:
             if leg["slow_rtts"] >= 1
         )
         dropped = any(leg["drops"] for leg in seen["legs"].values())
-        up = seen["legs_up_after_heal"] if dropped else None
+        up_after = seen["legs_up_after_heal"]
+        up = "—" if not dropped else "before heal" if up_after is None else f"{up_after:.1f}"
         reached = seen["verdict_reached"]
         held = _held_text(seen) + (f" ({reached:.1f})" if reached is not None else "")
         if row.pending is None:
@@ -290,7 +292,7 @@ def render(payload: dict[str, Any]) -> str:
             verdict = f"pending ({len(found)} mismatch{'es' if len(found) != 1 else ''})"
         lines.append(
             f"| `{row.name}` | {_observed_legs(row, seen)} | {held}"
-            f" | {_seconds(up)}"
+            f" | {up}"
             f" | {_seconds(seen['verdict_clean_after_heal'])} | {slow or '—'} | {verdict} |"
         )
         wrong = _transients(row, seen, float(result["heal_at"]))

@@ -237,7 +237,8 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
             (v["t"], v["verdict"], v["suspects"], v["unexplained"]) for v in verdicts if v["t"] >= 0
         ],
         "verdict_clean_after_heal": clean_after[0] if clean_after else None,
-        "legs_up_after_heal": max(ups) - heal if ups else 0.0,
+        # None: every leg that dropped was already back before the heal.
+        "legs_up_after_heal": max(ups) - heal if ups else None,
         "drops_after_heal": len(downs_after_heal),
         "all_up_at_end": all(leg["up_at_end"] for leg in legs.values()),
         "final_verdict": verdicts[-1]["verdict"] if verdicts else None,
@@ -307,7 +308,7 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
             "not every leg was up again after healing: "
             + ", ".join(n for n, leg in seen["legs"].items() if not leg["up_at_end"])
         )
-    elif seen["legs_up_after_heal"] > row.recover_within * unit:
+    elif (seen["legs_up_after_heal"] or 0.0) > row.recover_within * unit:
         found.append(
             f"legs took {seen['legs_up_after_heal']:.2f}s to recover,"
             f" beyond {row.recover_within * unit:.2f}s"
