@@ -9,6 +9,7 @@ signal to a process we started. This kernel has no netem, so loss is nftables'
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -171,15 +172,17 @@ def nat_forgets_flows(router: Router = "b", established_timeout: int = 5) -> Fau
     return fault
 
 
-def nat_short_timeout(router: Router = "b", established_timeout: int = 1) -> Fault:
-    """A NAT whose established-flow timeout is short but longer than the heartbeat."""
+def nat_short_timeout(router: Router = "b", heartbeats: float = 2.0) -> Fault:
+    """A NAT whose established-flow timeout is short, but ``heartbeats`` heartbeat
+    intervals long (whole seconds, at least 1), so a heartbeating flow never idles out."""
 
     @contextlib.contextmanager
     def fault(topo: Topology) -> Iterator[None]:
         role = _role(router)
+        timeout = max(1, math.ceil(heartbeats * topo.timings.heartbeat))
         old_loose = topo.sysctl(role, "net.netfilter.nf_conntrack_tcp_loose", 0)
         old_timeout = topo.sysctl(
-            role, "net.netfilter.nf_conntrack_tcp_timeout_established", established_timeout
+            role, "net.netfilter.nf_conntrack_tcp_timeout_established", timeout
         )
         try:
             yield

@@ -297,14 +297,16 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         name="nat_short_timeout_b",
-        title="NAT router B with a 1 s established-flow timeout",
-        fault=faults.nat_short_timeout("b", 1),
+        title="NAT router B with an established-flow timeout of two heartbeats (1 s)",
+        fault=faults.nat_short_timeout("b", heartbeats=2.0),
         legs={},
         verdict=("infra_clean", ()),
         detect_within=TIMEOUT_DETECT,
         hold=4.0,
-        notes="The heartbeat (0.5 s) refreshes the mapping: an idle timeout longer than the"
-        " heartbeat never shows. (It would bite a real client idling longer.)",
+        notes="The heartbeat refreshes the mapping: an idle timeout longer than the"
+        " heartbeat never shows (it would bite a real client idling longer). A timeout"
+        " at or below the heartbeat does expire flows between heartbeats, and the router-B"
+        " legs then drop with rtt_timeout, as in nat_forgets_flows_b.",
     ),
     Row(
         name="pmtu_blackhole_a",
