@@ -42,6 +42,10 @@ if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
     command -v openssl >/dev/null || missing+=(openssl)
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
+    # tests/kernel/: network namespaces, nftables, tc and conntrack (as root only).
+    { command -v ip >/dev/null && command -v tc >/dev/null; } || missing+=(iproute2)
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v conntrack >/dev/null || missing+=(conntrack)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -165,8 +165,14 @@ def _join_relative_times(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if os.environ.get("T3PROBE_LOOPBACK_ONLY") == "1":
-        netguard.install()
+    # Tests and benchmarks set T3PROBE_LOOPBACK_ONLY=1 so a child can only reach loopback;
+    # the kernel-fault tests add T3PROBE_ALLOWED_NETWORKS=198.18.0.0/15 for processes in
+    # the network namespaces they make (the guard is widened, never dropped).
+    try:
+        netguard.install_from_environment(os.environ)
+    except ValueError as err:
+        print(f"t3probe: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     # *_created series double the exposition and no t3probe query or alert uses them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     raw = list(sys.argv[1:] if argv is None else argv)
