@@ -75,6 +75,26 @@ INVALID: list[tuple[str, Any, str]] = [
         "legs[0].resolver.address",
     ),
     (
+        "boolean for a number",
+        {"heartbeat_seconds": True, "legs": [_leg()]},
+        "heartbeat_seconds: true is not a number",
+    ),
+    (
+        "boolean for a leg's number",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "timeout_seconds": False,
+                    }
+                )
+            ]
+        },
+        "timeout_seconds: false is not a number",
+    ),
+    (
         "unknown leg kind",
         {"legs": [_leg(kind="ftp")]},
         "legs[0]: Input tag 'ftp' found using 'kind' does not match any of the expected tags:"
@@ -260,3 +280,33 @@ def test_control_leg_example_is_valid_and_puts_the_uplink_on_every_leg() -> None
     config = load_config(REPO / "examples" / "control-leg.yaml", {})
     assert [leg.segments[0] for leg in config.legs] == ["uplink"] * len(config.legs)
     assert config.legs[0].segments == ["uplink"]
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = "legs: []\nheartbeat_seconds: 5\nlegs:\n  - {name: a}\n"
+    with pytest.raises(ConfigError, match=r"line 3: key 'legs' given twice"):
+        load_config(_write(tmp_path, text), {})
+
+
+def test_deeply_nested_yaml_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "legs: " + "[" * 100_000 + "]" * 100_000), {})
+
+
+def test_deeply_nested_json_in_the_environment_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="T3PROBE_LEGS: legs must be JSON"):
+        load_config(None, {"T3PROBE_LEGS": "[" * 100_000 + "]" * 100_000})
+
+
+def test_a_mistyped_environment_variable_is_refused() -> None:
+    with pytest.raises(ConfigError, match="T3PROBE_HEARTBEAT: not a t3probe setting"):
+        load_config(None, {"T3PROBE_HEARTBEAT": "5"})
+
+
+def test_process_and_test_suite_variables_are_not_config_typos(tmp_path: Path) -> None:
+    environ = {
+        "T3PROBE_LOG_LEVEL": "DEBUG",
+        "T3PROBE_LOOPBACK_ONLY": "1",
+        "T3PROBE_TEST_TIME_UNIT": "2",
+    }
+    assert load_config(_write(tmp_path, {"legs": [_leg()]}), environ).legs[0].name == "internal"

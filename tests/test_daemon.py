@@ -261,8 +261,9 @@ async def test_run_with_port_in_use_fails_clearly(tmp_path: Path) -> None:
             text=True,
             timeout=30,
         )
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    # A port this host cannot bind is a config error: exit 2, naming the key.
+    assert result.returncode == 2
+    assert f"listen: cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 async def test_a_stall_that_ended_before_echoes_resumed_exonerates_nothing_later(

@@ -61,6 +61,18 @@ async def test_websockets_library_echo_is_a_valid_peer() -> None:
             assert (probe.metric("t3probe_rtt_seconds_count", leg="indep") or 0) >= 2
 
 
+async def test_fin_without_a_close_frame_is_not_a_reset(peer: Peer) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/fin")], heartbeat_seconds=5, watchdog_seconds=10
+    )
+    async with running_probe(config) as probe:
+        up = await probe.wait_for("ws", "up")
+        down = await probe.wait_for("ws", "down")
+        assert down.reason is Reason.CLOSED_WITHOUT_FRAME, down.detail
+        assert "FIN" in down.detail
+        assert down.at - up.at < 0.5 * TIME_UNIT
+
+
 async def test_rst_is_reset_within_a_fraction_of_a_second(peer: Peer) -> None:
     config = probe_config(
         [leg("ws", f"ws://127.0.0.1:{peer.port}/rst")], heartbeat_seconds=5, watchdog_seconds=10
@@ -303,7 +315,10 @@ async def test_proxy_refuse_is_connect_refused_once_down(proxied_peer: FaultProx
         await probe.wait_for("ws", "up")
         with proxied_peer.refuse():
             first = await probe.wait_for("ws", "down")
-            refused = await probe.wait_for("ws", "down", after=probe.events.index(first) + 1)
+            # Still the same outage: a failed reconnect, not another drop.
+            refused = await probe.wait_for(
+                "ws", "reconnect_failed", after=probe.events.index(first) + 1
+            )
         assert first.reason is Reason.RESET
         assert refused.reason is Reason.CONNECT_REFUSED
         up = await probe.wait_for("ws", "up", after=probe.events.index(refused) + 1)

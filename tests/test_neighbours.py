@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from t3probe.events import LegEvent
 from t3probe.neighbours import Neighbours, Wait
@@ -11,7 +12,7 @@ SEGMENTS = {"cloudflare": ("wan", "traefik"), "internal": ("traefik",), "t3serve
 
 
 async def test_a_leg_coming_up_redials_the_down_legs_sharing_a_segment() -> None:
-    neighbours = Neighbours(SEGMENTS)
+    neighbours = Neighbours(SEGMENTS, time.monotonic)
     cloudflare = asyncio.create_task(neighbours.wait("cloudflare", Wait.REDIAL, 30))
     t3serve = asyncio.create_task(neighbours.wait("t3serve", Wait.REDIAL, 0.2))
     await asyncio.sleep(0)
@@ -22,7 +23,7 @@ async def test_a_leg_coming_up_redials_the_down_legs_sharing_a_segment() -> None
 
 
 async def test_a_drop_rechecks_up_legs_sharing_a_segment_and_not_redials() -> None:
-    neighbours = Neighbours(SEGMENTS)
+    neighbours = Neighbours(SEGMENTS, time.monotonic)
     recheck = asyncio.create_task(neighbours.wait("internal", Wait.RECHECK, 30))
     redial = asyncio.create_task(neighbours.wait("cloudflare", Wait.REDIAL, 0.2))
     await asyncio.sleep(0)
@@ -33,9 +34,21 @@ async def test_a_drop_rechecks_up_legs_sharing_a_segment_and_not_redials() -> No
 
 
 async def test_a_leg_is_not_woken_by_its_own_news_and_waits_leave_no_registrations() -> None:
-    neighbours = Neighbours(SEGMENTS)
+    neighbours = Neighbours(SEGMENTS, time.monotonic)
     alone = asyncio.create_task(neighbours.wait("internal", Wait.REDIAL, 0.1))
     await asyncio.sleep(0)
     neighbours.on_event(LegEvent("internal", "up", None, 0.0))
     assert await alone is False
     neighbours.wake("internal", Wait.REDIAL)  # nobody waiting: nothing to do, no error
+
+
+async def test_a_recovery_announced_while_a_leg_was_failing_is_not_missed() -> None:
+    neighbours = Neighbours(SEGMENTS, time.monotonic)
+    attempt_started = time.monotonic()
+    neighbours.on_event(LegEvent("internal", "up", None, 0.0))  # nobody waiting yet
+    async with asyncio.timeout(1):
+        assert await neighbours.wait("cloudflare", Wait.REDIAL, 30, since=attempt_started)
+    # Its own recovery is no news to a leg; older news neither.
+    neighbours.on_event(LegEvent("cloudflare", "up", None, 0.0))
+    later = time.monotonic()
+    assert not await neighbours.wait("cloudflare", Wait.REDIAL, 0.05, since=later)

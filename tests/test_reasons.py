@@ -17,6 +17,12 @@ from tests.support.contract import DROP_REASONS
 KEY = ConnectionKey("t3.example.test", 443, True, True, None, None, None, None)
 
 
+def _caused_by_reset() -> aiohttp.ClientPayloadError:
+    error = aiohttp.ClientPayloadError("truncated")
+    error.__cause__ = ConnectionResetError(104, "reset by peer")
+    return error
+
+
 def _connector_error(err: OSError) -> aiohttp.ClientConnectorError:
     return aiohttp.ClientConnectorError(KEY, err)
 
@@ -72,11 +78,17 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
         "handshake",
         Reason.HANDSHAKE_REJECTED,
     ),
-    ("server disconnected", aiohttp.ServerDisconnectedError(), "session", Reason.RESET),
+    (
+        "server disconnected",
+        aiohttp.ServerDisconnectedError(),
+        "session",
+        Reason.CLOSED_WITHOUT_FRAME,
+    ),
     ("connection reset", ConnectionResetError(104, "reset"), "session", Reason.RESET),
     ("broken pipe", BrokenPipeError(32, "pipe"), "session", Reason.RESET),
-    ("eof mid-read", asyncio.IncompleteReadError(b"", 2), "session", Reason.RESET),
-    ("payload", aiohttp.ClientPayloadError("truncated"), "session", Reason.RESET),
+    ("eof mid-read", asyncio.IncompleteReadError(b"", 2), "session", Reason.CLOSED_WITHOUT_FRAME),
+    ("payload", aiohttp.ClientPayloadError("truncated"), "session", Reason.CLOSED_WITHOUT_FRAME),
+    ("payload cut by a reset", _caused_by_reset(), "session", Reason.RESET),
     ("generic client error", aiohttp.ClientError("odd"), "session", Reason.IO_ERROR),
     ("generic os error", OSError(5, "EIO"), "session", Reason.IO_ERROR),
     ("a bug", KeyError("oops"), "session", Reason.INTERNAL_ERROR),

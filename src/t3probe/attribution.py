@@ -144,8 +144,11 @@ def _freshness(leg: LegObservation) -> float | None:
 
 def _disagree_in_time(failing: LegObservation, healthy: LegObservation) -> bool:
     failed_at = failing.last_failure_at if failing.state == "down" else None
-    # The end of a fault: the failure is older than the neighbour's recovery.
-    if failed_at is not None and healthy.up_since is not None and healthy.up_since > failed_at:
+    # The end of a fault: the failed attempt began while the neighbour was still failing
+    # (it recovered from a path failure since), so the shared segment may explain it. A
+    # neighbour that merely came up (at start-up) was never failing: no disagreement.
+    up_since = healthy.up_since if _is_path(healthy.recovered_from) else None
+    if failed_at is not None and up_since is not None and up_since > failed_at:
         return True
     fresh = _freshness(healthy)
     if fresh is None or not failing.recent_drops:

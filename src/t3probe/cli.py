@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the probe daemon",
         description="Run the probe. Config from FILE, overridden by T3PROBE_* environment"
-        " variables (nested keys with __, e.g. T3PROBE_HEARTBEAT_SECONDS=5)."
+        " variables (T3PROBE_<KEY>, e.g. T3PROBE_HEARTBEAT_SECONDS=5; T3PROBE_LEGS takes JSON)."
         " Exits 2 on a bad config before binding any port; SIGTERM/SIGINT close every"
         " WebSocket with 1001 and exit 0.",
     )
@@ -132,8 +132,9 @@ def _run(config_path: Path | None) -> int:
     try:
         return asyncio.run(run_until_signalled(Probe(config)))
     except ListenError as err:
-        print(f"t3probe: {err}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        # The config named an address this host cannot bind: a config error, like any.
+        print(f"t3probe: invalid config: listen: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
 
 def _check_config(path: Path) -> int:
@@ -188,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from t3probe import logfilters
+
+    logfilters.install()
     if args.command == "run":
         return _run(args.config)
     if args.command == "check-config":

@@ -34,9 +34,27 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        # YAML reads `true` as a boolean and pydantic would take it as 1: `heartbeat_seconds:
+        # true` would be one second. A number must be written as a number.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and isinstance(value, bool) and _numeric(field.annotation):
+                    raise ValueError(f"{key}: {str(value).lower()} is not a number")
+        return data
+
 
 class SystemResolverConfig(_Strict):
     kind: Literal["system"] = "system"
+
+
+def _numeric(annotation: Any) -> bool:
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in get_args(annotation))
 
 
 def _address_text(value: Any) -> Any:

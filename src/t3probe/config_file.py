@@ -70,12 +70,36 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# Variables that configure the process rather than the probe, and the test suite's own
+# reserved prefix; any other T3PROBE_* name is a typo and is refused like an unknown key.
+PROCESS_VARIABLES = frozenset(
+    {"T3PROBE_LOG_LEVEL", "T3PROBE_LOOPBACK_ONLY", "T3PROBE_ALLOWED_NETWORKS"}
+)
+RESERVED_PREFIX = "T3PROBE_TEST_"
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    keys = {f"{ENV_PREFIX}{key.upper()}" for key in ProbeConfig.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in keys
+        and name not in PROCESS_VARIABLES
+        and not name.startswith(RESERVED_PREFIX)
+    )
+
+
 def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``T3PROBE_<KEY>`` values for top-level config keys, parsed as the key needs.
 
     Keys holding lists or mappings (``legs``) take JSON; scalars are passed as text for
     the model to convert, so a bad value is reported by the model naming its key.
     """
+    unknown = _unknown_variables(environ)
+    if unknown:
+        known = ", ".join(f"{ENV_PREFIX}{key.upper()}" for key in ProbeConfig.model_fields)
+        raise ConfigError(f"{unknown[0]}: not a t3probe setting (config keys: {known}; see README)")
     overrides: dict[str, Any] = {}
     for key, field in ProbeConfig.model_fields.items():
         name = f"{ENV_PREFIX}{key.upper()}"
@@ -107,12 +131,37 @@ def _override_names(environ: Mapping[str, str]) -> list[str]:
     )
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable keys are refused later with a clearer message
+            if duplicate:
+                line = key_node.start_mark.line + 1
+                raise _DuplicateKey(f"line {line}: key {key!r} given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config_text(text: str, source: str) -> dict[str, Any]:
     """YAML text to a mapping of config keys; ``source`` names it in errors."""
     try:
-        data: Any = yaml.safe_load(text) or {}
+        data: Any = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as err:
+        raise ConfigError(f"{source}: {err}") from err
     except (yaml.YAMLError, RecursionError) as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+        # RecursionError: a document nested deeper than the parser can follow.
+        raise ConfigError(f"{source}: not valid YAML: {str(err)[:300]}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     odd = [key for key in data if not isinstance(key, str)]

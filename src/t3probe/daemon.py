@@ -58,7 +58,9 @@ class Probe:
             self._line_writer = emit_line = LineWriter(sys.stdout)
         self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
         self.lag = LoopLagMonitor(self.clock, self.metrics)
-        self.neighbours = Neighbours({leg.name: leg.segments for leg in config.legs})
+        self.neighbours = Neighbours(
+            {leg.name: leg.segments for leg in config.legs}, self.clock.monotonic
+        )
         self.recorder.subscribe(self.neighbours.on_event)
         self._rng = rng if rng is not None else random.Random()
         self._legs: list[tuple[Leg, LegContext]] = []

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from t3probe.reasons import Reason
 
-EventKind = Literal["up", "down"]
+# "reconnect_failed": a leg already down failed again in another way. It is no new drop
+# (counted in t3probe_reconnect_failures_total, not t3probe_disconnects_total).
+EventKind = Literal["up", "down", "reconnect_failed"]
 
 
 @dataclass(frozen=True)

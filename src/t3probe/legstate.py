@@ -44,10 +44,15 @@ class LegRecord:
         self.up_since = monotonic
         return True
 
-    def mark_down(self, reason: Reason, wall: float, monotonic: float) -> bool | None:
+    def mark_down(
+        self, reason: Reason, wall: float, monotonic: float, attempt_started: float | None = None
+    ) -> bool | None:
         """Record a down report: None when it repeats the current failure, else whether
-        the leg was up until now. Only a transition to down is a drop."""
-        self.last_failure_at = monotonic
+        the leg was up until now. Only a transition to down is a drop.
+
+        ``attempt_started`` dates the evidence: an attempt that began before a neighbour
+        recovered measured the path as it was then, however late it failed."""
+        self.last_failure_at = monotonic if attempt_started is None else attempt_started
         if self.state == "down" and self.reason == reason:
             return None
         was_up = self.state == "up"

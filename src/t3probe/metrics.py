@@ -29,6 +29,12 @@ class ProbeMetrics:
             ["leg", "reason"],
             registry=registry,
         )
+        self.reconnect_failures = Counter(
+            "t3probe_reconnect_failures",
+            "Failed reconnect attempts of a leg that is already down, by reason",
+            ["leg", "reason"],
+            registry=registry,
+        )
         self.rtt = Histogram(
             "t3probe_rtt_seconds",
             "Heartbeat round trip: WebSocket echo or HTTP GET",
@@ -100,6 +106,7 @@ class ProbeMetrics:
             self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
             for reason in Reason:
                 self.disconnects.labels(leg=leg.name, reason=reason.value)
+                self.reconnect_failures.labels(leg=leg.name, reason=reason.value)
             if leg.holds_connection:
                 self.connection_age.labels(leg=leg.name)
             self.rtt.labels(leg=leg.name)

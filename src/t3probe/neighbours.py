@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from t3probe.events import LegEvent
 
@@ -28,13 +28,23 @@ class Wait(enum.Enum):
 
 
 class Neighbours:
-    def __init__(self, segments_by_leg: Mapping[str, Iterable[str]]) -> None:
+    def __init__(
+        self, segments_by_leg: Mapping[str, Iterable[str]], clock: Callable[[], float]
+    ) -> None:
         self._segments = {leg: tuple(segments) for leg, segments in segments_by_leg.items()}
         self._wake = {leg: asyncio.Event() for leg in self._segments}
         self._waiting: dict[Wait, dict[str, set[str]]] = {kind: {} for kind in Wait}
+        self._clock = clock
+        # Per segment the two latest (monotonic time, leg) that came up: news a leg may
+        # have missed while it was busy failing rather than waiting. Two, so a leg can
+        # skip its own recovery in O(1).
+        self._last_up: dict[str, list[tuple[float, str]]] = {}
 
-    async def wait(self, leg: str, kind: Wait, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short."""
+    async def wait(self, leg: str, kind: Wait, seconds: float, since: float | None = None) -> bool:
+        """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short, or
+        (for a re-dial) a neighbour came up after ``since``."""
+        if kind is Wait.REDIAL and since is not None and self._came_up_since(leg, since):
+            return True
         wake = self._wake[leg]
         wake.clear()
         waiting = self._waiting[kind]
@@ -61,8 +71,21 @@ class Neighbours:
                 if leg != changed:
                     self._wake[leg].set()
 
+    def _came_up_since(self, leg: str, since: float) -> bool:
+        for segment in self._segments[leg]:
+            for at, other in self._last_up.get(segment, ()):
+                if other != leg and at > since:
+                    return True
+        return False
+
     def on_event(self, event: LegEvent) -> None:
         if event.kind == "up":
+            now = self._clock()
+            for segment in self._segments.get(event.leg, ()):
+                latest = [
+                    (at, leg) for at, leg in self._last_up.get(segment, ()) if leg != event.leg
+                ]
+                self._last_up[segment] = [(now, event.leg), *latest[:1]]
             self.wake(event.leg, Wait.REDIAL)
         elif event.kind == "down":
             self.wake(event.leg, Wait.RECHECK)

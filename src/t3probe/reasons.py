@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     RTT_TIMEOUT = "rtt_timeout"
     CLOSED_BY_PEER = "closed_by_peer"
     RESET = "reset"
+    CLOSED_WITHOUT_FRAME = "closed_without_frame"
     UNREACHABLE = "unreachable"
     HTTP_ERROR = "http_error"
     IO_ERROR = "io_error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from t3probe.events import EventLog, LegEvent
 from t3probe.legstate import LegRecord
 from t3probe.metrics import ProbeMetrics
 from t3probe.reasons import Classified, DnsFailure
+from t3probe.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Recorder:
             self._emit_failed = True
 
     def _publish(self, event: LegEvent) -> None:
+        # One gate for every detail: exception texts quote URLs with their secrets.
+        event = dataclasses.replace(event, detail=redact_text(event.detail))
         self.events.append(event)
         self._emit(event.to_json())
         for listener in self._listeners:
@@ -80,12 +84,37 @@ class Recorder:
             LegEvent(leg, "up", None, now, last_rtt_seconds=record.last_rtt, detail=detail)
         )
 
-    def leg_down(self, leg: str, failure: Classified, age_seconds: float | None) -> None:
+    def leg_down(
+        self,
+        leg: str,
+        failure: Classified,
+        age_seconds: float | None,
+        attempt_started: float | None = None,
+    ) -> None:
         record = self._legs[leg]
         self._metrics.connected.labels(leg=leg).set(0)
         now = self._clock.wall()
-        was_up = record.mark_down(failure.reason, now, self._clock.monotonic())
+        was_down = record.state == "down"
+        was_up = record.mark_down(
+            failure.reason, now, self._clock.monotonic(), attempt_started=attempt_started
+        )
+        if was_down:
+            # One outage is one disconnect, whatever the reconnects meet meanwhile.
+            self._metrics.reconnect_failures.labels(leg=leg, reason=failure.reason.value).inc()
         if was_up is None:
+            return
+        if was_down:
+            self._publish(
+                LegEvent(
+                    leg,
+                    "reconnect_failed",
+                    failure.reason,
+                    now,
+                    last_rtt_seconds=record.last_rtt,
+                    detail=failure.detail,
+                    close_code=failure.close_code,
+                )
+            )
             return
         self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
         self._metrics.last_disconnect.labels(leg=leg).set(now)

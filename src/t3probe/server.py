@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 from aiohttp import web
@@ -11,6 +12,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from t3probe.recorder import Recorder
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
+# One /events answer carries at most this many events; older ones are paged with since=.
+EVENTS_PAGE_MAX = 1000
+
+
+class SharedRender:
+    """One exposition render at a time, shared by every scraper that asks meanwhile.
+
+    Fifty concurrent scrapers would otherwise render fifty times in fifty threads, each
+    holding the interpreter, and starve the probe's own loop into false drops.
+    """
+
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self._render = render
+        self._inflight: asyncio.Future[bytes] | None = None
+
+    async def __call__(self) -> bytes:
+        if self._inflight is None:
+            loop = asyncio.get_running_loop()
+            self._inflight = loop.run_in_executor(None, self._render)
+            self._inflight.add_done_callback(self._finished)
+        return await asyncio.shield(self._inflight)
+
+    def _finished(self, future: asyncio.Future[bytes]) -> None:
+        self._inflight = None
+        if not future.cancelled():
+            future.exception()  # retrieved: a failed render is reported to its awaiters
 
 
 def make_app(
@@ -19,9 +46,11 @@ def make_app(
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
 ) -> web.Application:
+    shared_render = SharedRender(registry_exposition)
+
     async def metrics(request: web.Request) -> web.Response:
         # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
-        body = await asyncio.get_running_loop().run_in_executor(None, registry_exposition)
+        body = await shared_render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -46,7 +75,23 @@ def make_app(
                 return web.json_response(
                     {"error": f"since={since_text!r} is not a unix timestamp"}, status=400
                 )
-        return web.json_response({"events": [e.to_json() for e in recorder.events.since(since)]})
+        limit_text = request.query.get("limit", str(EVENTS_PAGE_MAX))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= EVENTS_PAGE_MAX:
+            return web.json_response(
+                {"error": f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}"},
+                status=400,
+            )
+        selected = recorder.events.since(since)
+        limit = int(limit_text)
+        if since is None:
+            # "What happened lately": the newest page.
+            page, more = selected[-limit:], False
+        else:
+            # Paging forward: the oldest after since=, then since= the last "at" given.
+            page, more = selected[:limit], len(selected) > limit
+        payload = {"events": [e.to_json() for e in page], "more": more}
+        body = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
+        return web.Response(body=body.encode(), content_type="application/json")
 
     async def verdict(request: web.Request) -> web.Response:
         return web.json_response(recorder.verdict_json())

@@ -76,7 +76,9 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             # A peer that closes right after the upgrade keeps the backoff growing.
             backoff.reset()
         try:
-            ctx.recorder.leg_down(name, failure, age)
+            ctx.recorder.leg_down(name, failure, age, attempt_started=leg.progress.evidence_since)
         except Exception:
             log.exception("leg %s: recording a drop failed", name)
-        await ctx.pause(Wait.REDIAL, backoff.next_delay())
+        # A neighbour that came back while this attempt ran has already been announced:
+        # re-dial at once instead of waiting out the backoff on stale evidence.
+        await ctx.pause(Wait.REDIAL, backoff.next_delay(), since=leg.progress.evidence_since)

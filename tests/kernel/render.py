@@ -6,9 +6,9 @@
     .venv/bin/python -m tests.kernel.render --from FILE     # render a results JSON only
     .venv/bin/python -m tests.kernel.render --rows a,b --out /tmp/r.json --page /tmp/p.md
 
-Unlike the test module it also runs the pending rows, so the page shows what today's
-code does for them. The results JSON (``tests/kernel/results/kernel-faults.json`` by
-default) keeps the raw event timelines; the page is generated from it alone.
+It runs the same rows the test module asserts and judges them the same way. The results
+JSON (``tests/kernel/results/kernel-faults.json`` by default) keeps the raw event
+timelines; the page is generated from it alone.
 """
 
 from __future__ import annotations
@@ -113,36 +113,6 @@ def _observed_legs(row: Row, seen: dict[str, Any]) -> str:
     return "<br>".join(parts) or "no leg drops"
 
 
-def _today_text(row: Row) -> str:
-    today = row.today
-    if today is None:
-        return ""
-    legs = "<br>".join(
-        f"{name}: " + (" → ".join(f"`{r}`" for r in reasons) if reasons else "none")
-        for name, reasons in today.reasons.items()
-    )
-    verdict = f"`{today.verdict}`" + (f" {', '.join(today.suspects)}" if today.suspects else "")
-    if today.unexplained:
-        verdict += f" (unexplained: {', '.join(today.unexplained)})"
-    note = f"<br>({today.note})" if today.note else ""
-    return f"{legs}<br>verdict {verdict}{note}"
-
-
-def _agrees_with_today(row: Row, seen: dict[str, Any]) -> bool:
-    today = row.today
-    if today is None:
-        return False
-    for name, reasons in today.reasons.items():
-        if tuple(seen["legs"][name]["reasons"]) != reasons:
-            return False
-    held = seen["verdict_held"]
-    return (
-        held is not None
-        and held["verdict"] == today.verdict
-        and tuple(held["suspects"]) == today.suspects
-    )
-
-
 def _held_text(seen: dict[str, Any]) -> str:
     held = seen["verdict_held"]
     if held is None:
@@ -226,29 +196,27 @@ def render(payload: dict[str, Any]) -> str:
         "",
         "**Running it.** `make test` includes it (as root; `scripts/bootstrap.sh --system`"
         " installs nftables, iproute2, conntrack). Alone:"
-        " `.venv/bin/pytest tests/kernel` asserts the rows without `pending`;"
-        " `.venv/bin/python -m tests.kernel.render` runs every row, pending ones too, and"
-        " rewrites this page. Without root or the tools the tests skip with the reason"
+        " `.venv/bin/pytest tests/kernel` asserts every row;"
+        " `.venv/bin/python -m tests.kernel.render` runs the same rows, judges them the same"
+        " way and rewrites this page. Without root or the tools the tests skip with the reason"
         " (a failure under `CI=true`).",
         "",
         "## Expected (the truth table)",
         "",
-        "Expectations are the correct behaviour. Rows marked *pending* fail today because"
-        " of the defect named; they are not asserted until it is fixed. `→` separates the"
+        "Expectations are the correct behaviour, and every row is asserted. `→` separates the"
         " first drop's reason from later ones while the fault lasts (a change of failure"
         " mode counts again). Legs not listed must not drop.",
         "",
-        "| row | fault | expected drops | expected verdict | detect ≤ s | recover ≤ s | status |",
-        "|---|---|---|---|---|---|---|",
+        "| row | fault | expected drops | expected verdict | detect ≤ s | recover ≤ s |",
+        "|---|---|---|---|---|---|",
     ]
     for row in ROWS:
-        status = "asserted" if row.pending is None else f"**pending**: {row.pending}"
         start = " (in place before the legs start)" if row.at_start else ""
         rtt = f"<br>RTT > 100 ms on {', '.join(row.rtt_inflated)}" if row.rtt_inflated else ""
         lines.append(
             f"| `{row.name}` | {row.title}{start} | {_legs_text(row)}{rtt}"
             f" | {_verdict_text(row.verdict)} | {row.detect_within * unit:g}"
-            f" | {row.recover_within * unit:g} | {status} |"
+            f" | {row.recover_within * unit:g} |"
         )
     lines += [
         "",
@@ -286,10 +254,7 @@ def render(payload: dict[str, Any]) -> str:
         up = "—" if not dropped else "before heal" if up_after is None else f"{up_after:.1f}"
         reached = seen["verdict_reached"]
         held = _held_text(seen) + (f" ({reached:.1f})" if reached is not None else "")
-        if row.pending is None:
-            verdict = "yes" if not found else "**no**: " + "; ".join(found)
-        else:
-            verdict = f"pending ({len(found)} mismatch{'es' if len(found) != 1 else ''})"
+        verdict = "yes" if not found else "**no**: " + "; ".join(found)
         lines.append(
             f"| `{row.name}` | {_observed_legs(row, seen)} | {held}"
             f" | {up}"
@@ -298,23 +263,6 @@ def render(payload: dict[str, Any]) -> str:
         wrong = _transients(row, seen, float(result["heal_at"]))
         if wrong:
             notes.append(f"- `{row.name}`: transiently convicted {'; '.join(wrong)}.")
-    lines += [
-        "",
-        "### Pending rows: what today's code reports",
-        "",
-        "As recorded in the table (`today`), next to the defect. The engineers fixing a"
-        " defect delete `pending` and `today` from its rows to turn them on.",
-        "",
-        "| row | today | defect | this run agrees |",
-        "|---|---|---|---|",
-    ]
-    for row in ROWS:
-        if row.pending is not None:
-            result = results.get(row.name)
-            agrees = "not run"
-            if result is not None and not result.get("error"):
-                agrees = "yes" if _agrees_with_today(row, observe(row, result)) else "no"
-            lines.append(f"| `{row.name}` | {_today_text(row)} | {row.pending} | {agrees} |")
     lines += [
         "",
         "### Transient wrong convictions",

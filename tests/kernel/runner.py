@@ -39,8 +39,12 @@ _BUCKET = re.compile(
 )
 
 
+# What the probe logs per leg: drops, recoveries and failed reconnects while down.
+LEG_EVENT_KINDS = ("up", "down", "reconnect_failed")
+
+
 def parallelism() -> int:
-    return max(1, int(os.environ.get("T3PROBE_KERNEL_PARALLEL", DEFAULT_PARALLEL)))
+    return max(1, int(os.environ.get("T3PROBE_TEST_KERNEL_PARALLEL", DEFAULT_PARALLEL)))
 
 
 @contextlib.contextmanager
@@ -144,7 +148,7 @@ def _drive(row: Row, topo: Topology, unit: float) -> dict[str, Any]:
                 "detail": str(line.get("detail", ""))[:200],
             }
             for line in lines
-            if line.get("kind") in ("up", "down") and float(line["at"]) >= reference - 0.001
+            if line.get("kind") in LEG_EVENT_KINDS and float(line["at"]) >= reference - 0.001
         ],
         "verdicts": [
             {
@@ -193,8 +197,10 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
         mine = [e for e in events if e["leg"] == name]
         downs = [e for e in mine if e["kind"] == "down"]
         ups_after = [e for e in mine if e["kind"] == "up" and e["t"] >= heal]
+        # A failed reconnect is no drop, but its reason is part of what the leg saw.
+        failing = [e for e in mine if e["kind"] in ("down", "reconnect_failed")]
         reasons: list[str] = []
-        for event in downs:
+        for event in failing:
             if event["reason"] not in reasons:
                 reasons.append(event["reason"])
         last = mine[-1]["kind"] if mine else None
@@ -274,6 +280,11 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
                 f"{name} first dropped with {leg['first_reason']}, expected"
                 f" {'/'.join(expect.first)} ({leg['first_detail']})"
             )
+        later = set(leg["reasons"][1:])
+        if expect.then_required and not later & set(expect.then):
+            found.append(
+                f"{name} never failed again with {'/'.join(expect.then)}: {leg['reasons']}"
+            )
         unexpected = [r for r in leg["reasons"] if r not in expect.allowed]
         if unexpected:
             found.append(f"{name} also dropped with {unexpected}, allowed {sorted(expect.allowed)}")
@@ -301,7 +312,10 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
                     f"the verdict at heal time was {held}, expected {verdict} {list(suspects)}"
                 )
     for name in row.rtt_inflated:
-        if seen["legs"][name]["slow_rtts"] < 1:
+        leg = seen["legs"][name]
+        # Under random loss a leg may spend the fault reconnecting: a leg that dropped
+        # has shown the loss already, one that stayed up must show it in its round trips.
+        if leg["slow_rtts"] < 1 and not leg["drops"]:
             found.append(f"{name} showed no heartbeat round trip above {SLOW_RTT}s")
     if not seen["all_up_at_end"]:
         found.append(

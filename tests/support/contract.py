@@ -13,6 +13,7 @@ DROP_REASONS = frozenset(
         "rtt_timeout",
         "closed_by_peer",
         "reset",
+        "closed_without_frame",
         "unreachable",
         "http_error",
         "io_error",

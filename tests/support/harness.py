@@ -123,6 +123,14 @@ class Peer:
         rst(request.transport)
         return ws
 
+    async def _fin_after_first(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        assert request.transport is not None
+        request.transport.close()  # a FIN, no close frame: as a process that died
+        return ws
+
     async def _reject(self, request: web.Request) -> web.Response:
         return web.Response(status=503, text="no upgrade for you")
 
@@ -143,6 +151,7 @@ class Peer:
         app.router.add_get("/close/{code}", self._close_after_first)
         app.router.add_get("/close-now/{code}", self._close_at_once)
         app.router.add_get("/rst", self._rst_after_first)
+        app.router.add_get("/fin", self._fin_after_first)
         app.router.add_get("/reject", self._reject)
         app.router.add_get("/ok", self._ok)
         app.router.add_get("/status/{code}", self._status)

@@ -13,7 +13,8 @@ from t3probe.attribute.http import get_json, session
 from t3probe.attribute.model import Evidence, SourceError, Window
 from t3probe.attribute.prometheus import PrometheusAPI
 
-# /events holds at most event_buffer_size (≤ 100 000) small objects.
+# /events holds at most event_buffer_size (≤ 100 000) small objects, served in pages.
+MAX_EVENT_PAGES = 200
 MAX_EVENTS_BYTES = 32 * 1024 * 1024
 MAX_VERDICT_BYTES = 4 * 1024 * 1024
 
@@ -63,8 +64,25 @@ async def from_events(base: str, window: Window, now: float) -> Evidence:
     async with session() as client:
         # /verdict first: a change landing between the two fetches then shows in /events.
         verdict = await _probe_json(client, f"{base}/verdict", {}, MAX_VERDICT_BYTES)
-        events = await _probe_json(client, f"{base}/events", {}, MAX_EVENTS_BYTES)
+        events = await _all_events(client, f"{base}/events")
     return events_evidence.evidence(base, window, verdict, events, now)
+
+
+async def _all_events(client: aiohttp.ClientSession, url: str) -> Any:
+    """Every buffered event, page by page (a probe answers at most a page at a time)."""
+    collected: list[Any] = []
+    since = "0"
+    for _ in range(MAX_EVENT_PAGES):
+        page = await _probe_json(client, url, {"since": since}, MAX_EVENTS_BYTES)
+        events = page.get("events") if isinstance(page, dict) else None
+        if not isinstance(events, list):
+            return page  # not a t3probe document: the parser says what is wrong
+        collected.extend(events)
+        last = events[-1].get("at") if events and isinstance(events[-1], dict) else None
+        if not page.get("more") or not isinstance(last, int | float):
+            break
+        since = repr(float(last))
+    return {"events": collected}
 
 
 async def _probe_json(

@@ -28,12 +28,13 @@ class LegContext:
     resolver: Resolver
     neighbours: Neighbours | None = None
 
-    async def pause(self, kind: Wait, seconds: float) -> bool:
-        """Sleep, unless a neighbour's news says to act now (then True)."""
+    async def pause(self, kind: Wait, seconds: float, since: float | None = None) -> bool:
+        """Sleep, unless a neighbour's news (also news since ``since``, monotonic) says
+        to act now (then True)."""
         if self.neighbours is None:
             await asyncio.sleep(seconds)
             return False
-        return await self.neighbours.wait(self.leg.name, kind, seconds)
+        return await self.neighbours.wait(self.leg.name, kind, seconds, since=since)
 
     def timed_out(self, phase: Phase, seconds: float, what: str) -> ProbeFailure:
         """The failure for a deadline passing in ``phase``; a DNS one is also counted."""
@@ -56,11 +57,23 @@ class SessionProgress:
     dns_stale: bool = False
     # Where the resolver sent this attempt; kept to tell local from path errors.
     addresses: tuple[str, ...] = ()
+    # Completes when the connection's transport is lost, with the OS error (a RST) or
+    # without one (a FIN): the only place aiohttp keeps the difference for a WebSocket.
+    connection_lost: asyncio.Future[None] | None = None
+    # Where a redirect sent the upgrade ("302 to https://host/..."): never a route.
+    redirected: str | None = None
     # The proof header the last response lacked; set by a trace hook, checked by the leg.
     proof_missing: str | None = None
 
     def age(self, now: float) -> float | None:
         return None if self.connected_at is None else now - self.connected_at
+
+    def lost_by_reset(self) -> bool:
+        """Whether the connection ended with an OS error such as ECONNRESET."""
+        lost = self.connection_lost
+        if lost is None or not lost.done() or lost.cancelled():
+            return False
+        return lost.exception() is not None
 
     def up_detail(self) -> str:
         return "dns answer served stale" if self.dns_stale else ""

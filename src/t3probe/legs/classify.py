@@ -26,6 +26,14 @@ def classify(exc: BaseException, phase: Phase) -> Classified:
     return Classified(_reason(exc, phase), describe(exc))
 
 
+def _payload_reason(exc: aiohttp.ClientPayloadError) -> Reason:
+    """A body cut short: by a RST if the cause says so, else by the peer closing."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ConnectionResetError) or getattr(cause, "errno", None) == 104:
+        return Reason.RESET
+    return Reason.CLOSED_WITHOUT_FRAME
+
+
 def _reason(exc: BaseException, phase: Phase) -> Reason:
     # Order matters: aiohttp's TLS errors subclass its connector errors, and
     # asyncio.TimeoutError is TimeoutError which is an OSError.
@@ -41,10 +49,14 @@ def _reason(exc: BaseException, phase: Phase) -> Reason:
         return Reason.HTTP_ERROR
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return timeout_reason(phase)
+    # The peer closed the connection (FIN) with no answer: a process that died or a
+    # proxy's idle close, not a middlebox's RST.
     if isinstance(exc, aiohttp.ServerDisconnectedError | asyncio.IncompleteReadError):
+        return Reason.CLOSED_WITHOUT_FRAME
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
         return Reason.RESET
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionResetError):
-        return Reason.RESET
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _payload_reason(exc)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return Reason.TLS_ERROR
     if isinstance(exc, OSError):

@@ -6,6 +6,7 @@ resolver returns, which is exactly what a pinned or DoH-resolved leg needs.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -27,6 +28,7 @@ from t3probe.reasons import (
     ProbeFailure,
     Reason,
 )
+from t3probe.redact import redact_url
 
 
 def check_route(ctx: LegContext, addresses: Sequence[str]) -> tuple[str, ...]:
@@ -108,15 +110,40 @@ def _phase_tracer(ctx: LegContext, progress: SessionProgress) -> aiohttp.TraceCo
         trace_ctx: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
+        connection = params.response.connection
+        closed = None
+        if connection is not None and connection.protocol is not None:
+            closed = connection.protocol.closed
+        if closed is not None:
+            # Retrieved here so an unread loss never logs "exception was never retrieved".
+            closed.add_done_callback(_consume)
+        progress.connection_lost = closed
         required = ctx.leg.require_header
         # Raising inside a trace hook would leak the response; the leg checks this flag.
         if required is not None and required not in params.response.headers:
             progress.proof_missing = required
 
+    async def on_request_redirect(
+        session: aiohttp.ClientSession,
+        trace_ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        # aiohttp's ws_connect follows redirects and offers no switch; record it so the
+        # leg refuses the result instead of measuring another route.
+        if progress.redirected is None:
+            location = params.response.headers.get("Location", "")
+            progress.redirected = f"{params.response.status} to {redact_url(location)}"
+
+    trace.on_request_redirect.append(on_request_redirect)
     trace.on_connection_create_start.append(on_create_start)
     trace.on_connection_create_end.append(on_create_end)
     trace.on_request_end.append(on_request_end)
     return trace
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def open_session(
@@ -134,7 +161,7 @@ def open_session(
         force_close=not keepalive,
         enable_cleanup_closed=False,
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         trace_configs=[_phase_tracer(ctx, progress)],
         auto_decompress=False,
@@ -142,6 +169,21 @@ def open_session(
         max_line_size=8190,
         max_field_size=8190,
     )
+    _never_retry(session)
+    return session
+
+
+def _never_retry(session: aiohttp.ClientSession) -> None:
+    """Turn off aiohttp's silent retry of an idempotent request on a reused connection.
+
+    A GET that met a RST on its kept-alive connection is retried on a new one, and the
+    RST is never seen: a probe must see every failure. aiohttp offers no public switch
+    (its own test client flips this attribute), so this is the one place that does; a
+    test fails if a new aiohttp renames it.
+    """
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError("aiohttp no longer has ClientSession._retry_connection")
+    session._retry_connection = False
 
 
 def check_peer(ctx: LegContext, peername: Any) -> None:

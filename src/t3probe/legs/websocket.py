@@ -73,11 +73,22 @@ class WebSocketLeg:
                     ),
                 )
         except TimeoutError as err:
+            if self.progress.redirected is not None:
+                raise _redirect_refused(self.progress.redirected) from err
             raise ctx.timed_out(self.progress.phase, budget, "connecting the WebSocket") from err
+        except Exception as err:
+            # Whatever happened at the redirect's target happened on a route that is not
+            # this leg's: the redirect is the failure.
+            if self.progress.redirected is not None:
+                raise _redirect_refused(self.progress.redirected) from err
+            raise
         handshake_started = self.progress.handshake_started or started
         ctx.recorder.observe_connect_phase(
             ctx.leg.name, "handshake", time.perf_counter() - handshake_started
         )
+        if self.progress.redirected is not None:
+            abort(ws)
+            raise _redirect_refused(self.progress.redirected)
         check_proof(self.progress)
         check_peer(ctx, ws.get_extra_info("peername"))
         return ws
@@ -111,8 +122,13 @@ class WebSocketLeg:
                 )
             elif message.type is aiohttp.WSMsgType.ERROR:
                 raise _receive_error(ws)
-            else:  # CLOSING / CLOSED without a close frame from the peer: EOF
-                raise ProbeFailure(Reason.RESET, "connection ended without a close frame")
+            else:  # CLOSING / CLOSED without a close frame from the peer
+                if self.progress.lost_by_reset():
+                    raise ProbeFailure(Reason.RESET, "connection reset (RST), no close frame")
+                raise ProbeFailure(
+                    Reason.CLOSED_WITHOUT_FRAME,
+                    "the peer closed the connection (FIN) without a WebSocket close frame",
+                )
 
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         interval = self._ctx.probe_config.heartbeat_seconds
@@ -158,6 +174,14 @@ async def first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
         if task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     raise ProbeFailure(Reason.INTERNAL_ERROR, "a leg task ended without failing")
+
+
+def _redirect_refused(redirected: str) -> ProbeFailure:
+    return ProbeFailure(
+        Reason.HANDSHAKE_REJECTED,
+        f"the upgrade was redirected ({redirected}): a redirect would change the route,"
+        " so the leg never uses it",
+    )
 
 
 def abort(ws: aiohttp.ClientWebSocketResponse) -> None:
