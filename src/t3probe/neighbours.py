@@ -33,6 +33,15 @@ class Neighbours:
         self._wake = {leg: asyncio.Event() for leg in self._segments}
         self._waiting: dict[Wait, dict[str, set[str]]] = {kind: {} for kind in Wait}
 
+    def add(self, leg: str, segments: Iterable[str]) -> None:
+        self._segments[leg] = tuple(segments)
+        self._wake[leg] = asyncio.Event()
+
+    def remove(self, leg: str) -> None:
+        """Forget a leg a reload retired (its task has ended, so it waits no more)."""
+        self._segments.pop(leg, None)
+        self._wake.pop(leg, None)
+
     async def wait(self, leg: str, kind: Wait, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short."""
         wake = self._wake[leg]
@@ -58,8 +67,9 @@ class Neighbours:
         waiting = self._waiting[kind]
         for segment in self._segments.get(changed, ()):
             for leg in waiting.pop(segment, ()):
-                if leg != changed:
-                    self._wake[leg].set()
+                wake = self._wake.get(leg)
+                if leg != changed and wake is not None:
+                    wake.set()
 
     def on_event(self, event: LegEvent) -> None:
         if event.kind == "up":
