@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from t3probe import __version__
 from t3probe.attribution import VerdictName
@@ -107,6 +114,10 @@ class ProbeMetrics:
             registry=registry,
         )
         self.reload_successful.set(1)
+        # process_start_time_seconds is how T3ProbeRestarting sees a crash loop; the
+        # registry is our own, so prometheus_client's defaults must be added to it.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self._preinitialise(config)
 
     def add_leg(self, leg: AnyLegConfig) -> None:
