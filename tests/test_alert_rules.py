@@ -29,6 +29,11 @@ ALERTS = (
     "T3ProbeAbsent",
     "T3ProbeSegmentSuspected",
     "T3ProbeStalled",
+    "T3ProbeLegMostlyDown",
+    "T3ProbeUplinkSuspected",
+    "T3ProbeUnhealthy",
+    "T3ProbeRestarting",
+    "T3ProbeConfigReloadFailed",
 )
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -69,7 +74,9 @@ def test_alert_set_and_annotations() -> None:
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in SEVERITIES, name
         annotations = rule["annotations"]
-        assert set(annotations) >= {"summary", "description", "runbook_url"}, name
+        assert set(annotations) >= {"summary", "description", "runbook_url", "severity_reason"}, (
+            name
+        )
         # The description names what it is about and shows a value.
         about = {
             "T3ProbeLegDown": "$labels.leg",
@@ -77,6 +84,11 @@ def test_alert_set_and_annotations() -> None:
             "T3ProbeSegmentSuspected": "$labels.segment",
             "T3ProbeStalled": "$labels.instance",
             "T3ProbeAbsent": "$labels.instance",
+            "T3ProbeLegMostlyDown": "$labels.leg",
+            "T3ProbeUplinkSuspected": "$labels.instance",
+            "T3ProbeUnhealthy": "$labels.instance",
+            "T3ProbeRestarting": "$labels.instance",
+            "T3ProbeConfigReloadFailed": "$labels.instance",
         }[name]
         assert about in annotations["description"], name
         if name != "T3ProbeAbsent":
@@ -89,6 +101,16 @@ def test_alert_set_and_annotations() -> None:
         rule["expr"] for rule in all_rules() if "record" in rule
     )
     assert "instance:t3probe_event_loop_lag_seconds" in alerts["T3ProbeStalled"]["expr"]
+
+
+def test_descriptions_that_query_further_stay_within_their_vantage() -> None:
+    for name, rule in alert_rules().items():
+        description = rule["annotations"]["description"]
+        for query in re.findall(r'printf "([^"]*)"', description):
+            if "{" in query:
+                assert "vantage=%q" in query, f"{name}: {query}"
+        if "$labels.instance" in description:
+            assert "$labels.vantage" in description, name
 
 
 def test_recording_rule_names_follow_level_metric_operation() -> None:

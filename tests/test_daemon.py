@@ -109,6 +109,9 @@ async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
         "t3probe_event_loop_lag_seconds_bucket",
         "t3probe_leg_info",
         "t3probe_build_info",
+        "t3probe_config_last_reload_successful",
+        "process_start_time_seconds",
+        "python_info",
     ):
         assert f"\n{name}" in exposition, name
 

@@ -16,6 +16,8 @@ GAUGES = {
     "t3probe_leg_info",
     "t3probe_build_info",
     "t3probe_verdict",
+    "t3probe_config_last_reload_successful",
+    "t3probe_config_last_reload_success_timestamp_seconds",
 }
 COUNTERS = {"t3probe_disconnects_total", "t3probe_dns_failures_total"}
 HISTOGRAMS = {

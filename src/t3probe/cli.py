@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the probe. Config from FILE, overridden by T3PROBE_* environment"
         " variables (T3PROBE_<KEY>, e.g. T3PROBE_HEARTBEAT_SECONDS=5; T3PROBE_LEGS takes JSON)."
         " Exits 2 on a bad config before binding any port; SIGTERM/SIGINT close every"
-        " WebSocket with 1001 and exit 0.",
+        " WebSocket with 1001 and exit 0. SIGHUP or POST /-/reload re-read FILE and the"
+        " environment: unchanged legs keep their connections, a bad config is rejected.",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
 
@@ -130,7 +131,8 @@ def _run(config_path: Path | None) -> int:
         print(f"t3probe: invalid config: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
-        return asyncio.run(run_until_signalled(Probe(config)))
+        probe = Probe(config, config_source=lambda: load_config(config_path))
+        return asyncio.run(run_until_signalled(probe))
     except ListenError as err:
         # The config named an address this host cannot bind: a config error, like any.
         print(f"t3probe: invalid config: listen: {err}", file=sys.stderr)

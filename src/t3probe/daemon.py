@@ -8,7 +8,7 @@ import logging
 import random
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +25,8 @@ from t3probe.metrics import ProbeMetrics
 from t3probe.neighbours import Neighbours
 from t3probe.reasons import DnsFailure
 from t3probe.recorder import Recorder
+from t3probe.reload import Reloader, ReloadResult
+from t3probe.reloadplan import ReloadPlan, plan_reload
 from t3probe.resolvers.factory import build_resolver
 from t3probe.server import LIVENESS_TOLERANCE_SECONDS, exposition_of, make_app
 from t3probe.supervisor import supervise
@@ -48,11 +50,13 @@ class Probe:
         clock: Clock | None = None,
         emit_line: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
+        config_source: Callable[[], ProbeConfig] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock if clock is not None else SystemClock()
         self.metrics = ProbeMetrics(self.registry, config)
+        self.metrics.reload_success_time.set(self.clock.wall())
         self._line_writer: LineWriter | None = None
         if emit_line is None:
             self._line_writer = emit_line = LineWriter(sys.stdout)
@@ -63,28 +67,37 @@ class Probe:
         )
         self.recorder.subscribe(self.neighbours.on_event)
         self._rng = rng if rng is not None else random.Random()
-        self._legs: list[tuple[Leg, LegContext]] = []
+        self._legs: dict[str, tuple[Leg, LegContext]] = {}
+        self._leg_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._ready = False
         self.port = 0
+        self._reloader = (
+            None
+            if config_source is None
+            else Reloader(config_source, self.apply, self.metrics, self.clock)
+        )
 
     @property
     def legs(self) -> tuple[tuple[Leg, LegContext], ...]:
         """The running legs with their contexts (empty before start and after stop)."""
-        return tuple(self._legs)
+        return tuple(self._legs.values())
 
-    def make_leg(self, leg_config: AnyLegConfig) -> tuple[Leg, LegContext]:
+    def make_leg(
+        self, leg_config: AnyLegConfig, config: ProbeConfig | None = None
+    ) -> tuple[Leg, LegContext]:
         """Build a leg, its resolver and its context; nothing runs until supervised."""
         name = leg_config.name
+        config = self.config if config is None else config
 
         def on_dns_failure(reason: DnsFailure) -> None:
             self.recorder.dns_failure(name, reason)
 
-        budget = LegBudget.of(self.config, leg_config)
+        budget = LegBudget.of(config, leg_config)
         resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock)
         ctx = LegContext(
-            self.config,
+            config,
             leg_config,
             budget,
             self.recorder,
@@ -98,12 +111,13 @@ class Probe:
     async def start(self) -> None:
         # Legs (and their TLS contexts and resolvers) first: a broken CA file must fail
         # before the port is bound, not after.
-        self._legs = [self.make_leg(leg_config) for leg_config in self.config.legs]
+        self._legs = {leg.name: self.make_leg(leg) for leg in self.config.legs}
         app = make_app(
             self.recorder,
             exposition_of(self.registry),
             lambda: self.lag.alive(LIVENESS_TOLERANCE_SECONDS),
             lambda: self._ready,
+            self.reload,
         )
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
@@ -119,13 +133,65 @@ class Probe:
         self.port = site.port
         self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self._refresh_verdict(), "verdict")
-        for leg, ctx in self._legs:
-            self._spawn(supervise(leg, ctx, self._rng), f"leg-{ctx.leg.name}")
+        for name in self._legs:
+            self._supervise(name)
         self._ready = True
         log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _supervise(self, name: str) -> None:
+        leg, ctx = self._legs[name]
+        self._leg_tasks[name] = asyncio.create_task(
+            supervise(leg, ctx, self._rng), name=f"leg-{name}"
+        )
+
+    async def _retire(self, names: Collection[str]) -> None:
+        """Stop legs: cancelling closes each WebSocket with 1001 and counts no drop."""
+        tasks = [self._leg_tasks.pop(name) for name in names if name in self._leg_tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_BUDGET_SECONDS)
+        for name in names:
+            entry = self._legs.pop(name, None)
+            if entry is None:
+                continue
+            leg, ctx = entry
+            with contextlib.suppress(Exception):
+                await leg.close()
+            with contextlib.suppress(Exception):
+                await ctx.resolver.close()
+
+    async def apply(self, config: ProbeConfig) -> ReloadPlan:
+        """Move the running probe to ``config``, leaving unchanged legs untouched.
+
+        Raises (changing nothing) when the config cannot be applied live.
+        """
+        plan = plan_reload(self.config, config)
+        # Every new leg is built before anything stops: a leg that cannot be built
+        # rejects the whole config while the old one keeps running.
+        built = {leg.name: self.make_leg(leg, config) for leg in plan.launched}
+        await self._retire(plan.retired)
+        for name in plan.retired:
+            self.neighbours.remove(name)
+        for leg_config in plan.launched:
+            self.neighbours.add(leg_config.name, leg_config.segments)
+        self.recorder.reconfigure(config, plan.retired, plan.launched)
+        self.config = config
+        for name, entry in built.items():
+            self._legs[name] = entry
+            self._supervise(name)
+        return plan
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config source and apply it; a failure keeps the old config."""
+        if self._reloader is None:
+            return ReloadResult(False, "this probe has no config source to reload from")
+        if not self._ready:
+            return ReloadResult(False, "the probe is starting or stopping; try again")
+        return await self._reloader.reload()
 
     async def _refresh_verdict(self) -> None:
         # The window sliding forward changes the verdict without any new event.
@@ -140,13 +206,9 @@ class Probe:
         self._ready = False
         for task in self._tasks:
             task.cancel()
+        await self._retire(list(self._legs))
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET_SECONDS)
-        for leg, ctx in self._legs:
-            with contextlib.suppress(Exception):
-                await leg.close()
-            with contextlib.suppress(Exception):
-                await ctx.resolver.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._tasks.clear()
@@ -164,8 +226,22 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def reload_on_sighup(probe: Probe) -> None:
+    """SIGHUP re-reads the config, as it does for Prometheus (its default would kill us)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[ReloadResult]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(probe.reload(), name="reload")
+        pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
 async def run_until_signalled(probe: Probe) -> int:
     stop = stop_on_signals()
+    reload_on_sighup(probe)
     await probe.start()
     try:
         await stop.wait()

@@ -48,6 +48,11 @@ class EventLog:
     def append(self, event: LegEvent) -> None:
         self._events.append(event)
 
+    def resize(self, capacity: int) -> None:
+        """Keep the newest ``capacity`` events (a reload may change the buffer size)."""
+        if capacity != self._events.maxlen:
+            self._events = collections.deque(self._events, maxlen=capacity)
+
     def since(self, since: float | None = None) -> list[LegEvent]:
         if since is None:
             return list(self._events)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from t3probe import __version__
 from t3probe.attribution import VerdictName
-from t3probe.config import PinnedResolverConfig, ProbeConfig
+from t3probe.config import (
+    LEG_KINDS,
+    RESOLVER_KINDS,
+    AnyLegConfig,
+    PinnedResolverConfig,
+    ProbeConfig,
+)
 from t3probe.reasons import DnsFailure, Reason
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
@@ -96,27 +109,66 @@ class ProbeMetrics:
             "t3probe_build_info", "Build information", ["version"], registry=registry
         )
         self.build_info.labels(version=__version__).set(1)
+        self.reload_successful = Gauge(
+            "t3probe_config_last_reload_successful",
+            "1 if the last config reload succeeded (start-up counts as one)",
+            registry=registry,
+        )
+        self.reload_success_time = Gauge(
+            "t3probe_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (start-up or reload)",
+            registry=registry,
+        )
+        self.reload_successful.set(1)
+        # process_start_time_seconds is how T3ProbeRestarting sees a crash loop; the
+        # registry is our own, so prometheus_client's defaults must be added to it.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self._preinitialise(config)
 
-    def _preinitialise(self, config: ProbeConfig) -> None:
+    def add_leg(self, leg: AnyLegConfig) -> None:
         # Absent series read as "no data"; operators' rate() and alerts need explicit zeros.
+        self.connected.labels(leg=leg.name).set(0)
+        self.last_disconnect.labels(leg=leg.name).set(0)
+        self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
+        for reason in Reason:
+            self.disconnects.labels(leg=leg.name, reason=reason.value)
+            self.reconnect_failures.labels(leg=leg.name, reason=reason.value)
+        if leg.holds_connection:
+            self.connection_age.labels(leg=leg.name)
+        self.rtt.labels(leg=leg.name)
+        for phase in CONNECT_PHASES:
+            self.connect_duration.labels(leg=leg.name, phase=phase)
+        # A pinned address never fails to resolve; every other resolver can.
+        if not isinstance(leg.resolver, PinnedResolverConfig):
+            for dns_reason in DNS_FAILURE_REASONS:
+                self.dns_failures.labels(leg=leg.name, reason=dns_reason)
+
+    def remove_leg(self, name: str) -> None:
+        """Drop every series of a leg: a removed leg must not linger as a stale zero."""
+        for single in (self.connected, self.last_disconnect, self.connection_age, self.rtt):
+            single.remove(name)
+        for kind in LEG_KINDS:
+            for resolver in RESOLVER_KINDS:
+                self.leg_info.remove(name, kind, resolver)
+        for reason in Reason:
+            self.disconnects.remove(name, reason.value)
+            self.reconnect_failures.remove(name, reason.value)
+        for phase in CONNECT_PHASES:
+            self.connect_duration.remove(name, phase)
+        for dns_reason in DNS_FAILURE_REASONS:
+            self.dns_failures.remove(name, dns_reason)
+
+    def add_segment(self, segment: str) -> None:
+        self.segment_suspected.labels(segment=segment).set(0)
+
+    def remove_segment(self, segment: str) -> None:
+        self.segment_suspected.remove(segment)
+
+    def _preinitialise(self, config: ProbeConfig) -> None:
         for leg in config.legs:
-            self.connected.labels(leg=leg.name).set(0)
-            self.last_disconnect.labels(leg=leg.name).set(0)
-            self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
-            for reason in Reason:
-                self.disconnects.labels(leg=leg.name, reason=reason.value)
-                self.reconnect_failures.labels(leg=leg.name, reason=reason.value)
-            if leg.holds_connection:
-                self.connection_age.labels(leg=leg.name)
-            self.rtt.labels(leg=leg.name)
-            for phase in CONNECT_PHASES:
-                self.connect_duration.labels(leg=leg.name, phase=phase)
-            # A pinned address never fails to resolve; every other resolver can.
-            if not isinstance(leg.resolver, PinnedResolverConfig):
-                for dns_reason in DNS_FAILURE_REASONS:
-                    self.dns_failures.labels(leg=leg.name, reason=dns_reason)
+            self.add_leg(leg)
         for segment in config.segments:
-            self.segment_suspected.labels(segment=segment).set(0)
+            self.add_segment(segment)
         for verdict in VERDICTS:
             self.verdict.labels(verdict=verdict).set(1 if verdict == "unknown" else 0)

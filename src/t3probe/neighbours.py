@@ -40,6 +40,15 @@ class Neighbours:
         # skip its own recovery in O(1).
         self._last_up: dict[str, list[tuple[float, str]]] = {}
 
+    def add(self, leg: str, segments: Iterable[str]) -> None:
+        self._segments[leg] = tuple(segments)
+        self._wake[leg] = asyncio.Event()
+
+    def remove(self, leg: str) -> None:
+        """Forget a leg a reload retired (its task has ended, so it waits no more)."""
+        self._segments.pop(leg, None)
+        self._wake.pop(leg, None)
+
     async def wait(self, leg: str, kind: Wait, seconds: float, since: float | None = None) -> bool:
         """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short, or
         (for a re-dial) a neighbour came up after ``since``."""
@@ -68,8 +77,9 @@ class Neighbours:
         waiting = self._waiting[kind]
         for segment in self._segments.get(changed, ()):
             for leg in waiting.pop(segment, ()):
-                if leg != changed:
-                    self._wake[leg].set()
+                wake = self._wake.get(leg)
+                if leg != changed and wake is not None:
+                    wake.set()
 
     def _came_up_since(self, leg: str, since: float) -> bool:
         for segment in self._segments[leg]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from t3probe.attribution import LegObservation, Policy, Verdict, VerdictName, compute_verdict
 from t3probe.clock import Clock
-from t3probe.config import ProbeConfig
+from t3probe.config import AnyLegConfig, ProbeConfig
 from t3probe.events import EventLog, LegEvent
 from t3probe.legstate import LegRecord
 from t3probe.metrics import ProbeMetrics
@@ -33,20 +33,44 @@ class Recorder:
         self._clock = clock
         self._emit_line = emit_line
         self.events = EventLog(config.event_buffer_size)
-        self._legs = {
-            leg.name: LegRecord(leg.name, tuple(leg.segments), since=clock.wall())
-            for leg in config.legs
-        }
-        self._aged_legs = {leg.name for leg in config.legs if leg.holds_connection}
-        self._policy = Policy(
-            window=config.attribution_window_seconds,
-            flap_window=config.effective_flap_window,
-            flap_drops=config.flap_drops,
-        )
+        self._legs: dict[str, LegRecord] = {}
+        self._aged_legs: set[str] = set()
+        for leg in config.legs:
+            self._track(leg)
+        self._policy = _policy_of(config)
         self._verdict = Verdict(VerdictName.UNKNOWN)
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
         self._emit_failed = False
+
+    def _track(self, leg: AnyLegConfig) -> None:
+        self._legs[leg.name] = LegRecord(leg.name, tuple(leg.segments), since=self._clock.wall())
+        if leg.holds_connection:
+            self._aged_legs.add(leg.name)
+
+    def reconfigure(
+        self, config: ProbeConfig, retired: Iterable[str], launched: Iterable[AnyLegConfig]
+    ) -> None:
+        """Take a reloaded config: retired legs (stopped already) and their series go,
+        launched ones start afresh, and segments no leg crosses any more leave the
+        verdict and its metric."""
+        for name in retired:
+            self._legs.pop(name, None)
+            self._aged_legs.discard(name)
+            self._metrics.remove_leg(name)
+        for leg in launched:
+            self._track(leg)
+            self._metrics.add_leg(leg)
+        old_segments, new_segments = set(self._config.segments), set(config.segments)
+        for segment in old_segments - new_segments:
+            self._metrics.remove_segment(segment)
+        for segment in config.segments:
+            if segment not in old_segments:
+                self._metrics.add_segment(segment)
+        self._config = config
+        self._policy = _policy_of(config)
+        self.events.resize(config.event_buffer_size)
+        self.refresh_verdict()
 
     def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
         self._listeners.append(listener)
@@ -75,7 +99,9 @@ class Recorder:
         self._verdict_stale = True
 
     def leg_up(self, leg: str, detail: str = "") -> None:
-        record = self._legs[leg]
+        record = self._legs.get(leg)
+        if record is None:
+            return  # retired by a reload while its last report was in flight
         self._metrics.connected.labels(leg=leg).set(1)
         now = self._clock.wall()
         if not record.mark_up(now, self._clock.monotonic()):
@@ -91,7 +117,9 @@ class Recorder:
         age_seconds: float | None,
         attempt_started: float | None = None,
     ) -> None:
-        record = self._legs[leg]
+        record = self._legs.get(leg)
+        if record is None:
+            return
         self._metrics.connected.labels(leg=leg).set(0)
         now = self._clock.wall()
         was_down = record.state == "down"
@@ -134,14 +162,20 @@ class Recorder:
         )
 
     def observe_rtt(self, leg: str, seconds: float) -> None:
-        self._legs[leg].mark_success(seconds, self._clock.monotonic())
+        record = self._legs.get(leg)
+        if record is None:
+            return
+        record.mark_success(seconds, self._clock.monotonic())
         self._metrics.rtt.labels(leg=leg).observe(seconds)
 
     def observe_connect_phase(self, leg: str, phase: str, seconds: float) -> None:
-        self._metrics.connect_duration.labels(leg=leg, phase=phase).observe(seconds)
+        # A late report from a retired leg would resurrect the series a reload removed.
+        if leg in self._legs:
+            self._metrics.connect_duration.labels(leg=leg, phase=phase).observe(seconds)
 
     def dns_failure(self, leg: str, reason: DnsFailure) -> None:
-        self._metrics.dns_failures.labels(leg=leg, reason=reason.value).inc()
+        if leg in self._legs:
+            self._metrics.dns_failures.labels(leg=leg, reason=reason.value).inc()
 
     def observations(self) -> list[LegObservation]:
         return [record.observation() for record in self._legs.values()]
@@ -203,3 +237,11 @@ class Recorder:
                 for name, record in self._legs.items()
             },
         }
+
+
+def _policy_of(config: ProbeConfig) -> Policy:
+    return Policy(
+        window=config.attribution_window_seconds,
+        flap_window=config.effective_flap_window,
+        flap_drops=config.flap_drops,
+    )

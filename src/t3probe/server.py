@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from t3probe.recorder import Recorder
+from t3probe.reload import ReloadResult
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
 # One /events answer carries at most this many events; older ones are paged with since=.
@@ -45,6 +46,7 @@ def make_app(
     registry_exposition: Callable[[], bytes],
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
+    reload: Callable[[], Awaitable[ReloadResult]] | None = None,
 ) -> web.Application:
     shared_render = SharedRender(registry_exposition)
 
@@ -96,7 +98,16 @@ def make_app(
     async def verdict(request: web.Request) -> web.Response:
         return web.json_response(recorder.verdict_json())
 
+    async def reload_config(request: web.Request) -> web.Response:
+        # Like blackbox_exporter's: it only re-reads the probe's own file, so it needs
+        # no secret; a rejected config answers 500 with the reason, as Prometheus does.
+        if reload is None:
+            return web.Response(status=404, text="reload is not available\n")
+        result = await reload()
+        return web.Response(status=200 if result.ok else 500, text=result.message + "\n")
+
     app = web.Application(client_max_size=1024)
+    app.router.add_post("/-/reload", reload_config)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
