@@ -20,6 +20,7 @@ from t3probe.lab.pki import Pki
 from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
+from t3probe.resolvers.dohclient import DohClient
 from t3probe.resolvers.dohwire import build_query, parse_answer
 
 HOST = "t3.lab.test"
@@ -363,23 +364,17 @@ async def test_ip_literal_needs_no_query(
     assert servers[0].queries_received == 0
 
 
-async def test_session_factory_is_used_and_close_closes_the_session(
-    servers: list[DohServer], make_resolver: MakeResolver
+async def test_the_connection_is_kept_between_lookups_and_close_closes_it(
+    pki: Pki, servers: list[DohServer], make_resolver: MakeResolver
 ) -> None:
-    sessions: list[aiohttp.ClientSession] = []
-
-    def factory() -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return session
-
-    resolver = make_resolver([servers[0].url], session_factory=factory)
+    # Was: the aiohttp session factory is used once; the client is now a DohClient.
+    client = DohClient(pki.client_context())
+    resolver = make_resolver([servers[0].url], client=client)
     await resolver.resolve(HOST)
     servers[0].set_record("other.lab.test", ["127.0.0.3"])
     await resolver.resolve("other.lab.test")
-    assert len(sessions) == 1
+    assert client.connections_opened == 1
     await resolver.close()
-    assert sessions[0].closed
     with pytest.raises(RuntimeError):
         await resolver.resolve(HOST)
 

@@ -62,6 +62,9 @@ class DohResolverConfig(_Strict):
     ca_file: Path | None = None
     max_stale_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 86400.0
     min_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    # A server that failed is skipped for this long (doubling with each failure in a
+    # row, up to 8x), so a dead first server does not cost its timeout at every refresh.
+    server_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     @field_validator("servers")
     @classmethod

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from t3probe import __version__
 from t3probe.attribution import VerdictName
-from t3probe.config import PinnedResolverConfig, ProbeConfig
+from t3probe.config import DohResolverConfig, PinnedResolverConfig, ProbeConfig
 from t3probe.reasons import DnsFailure, Reason
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
@@ -62,6 +62,12 @@ class ProbeMetrics:
             ["leg", "reason"],
             registry=registry,
         )
+        self.doh_server_up = Gauge(
+            "t3probe_doh_server_up",
+            "0 while the DoH server's last exchange failed (it sits out a back-off), else 1",
+            ["leg", "server"],
+            registry=registry,
+        )
         self.segment_suspected = Gauge(
             "t3probe_segment_suspected",
             "1 while attribution convicts the segment",
@@ -109,6 +115,10 @@ class ProbeMetrics:
             if not isinstance(leg.resolver, PinnedResolverConfig):
                 for dns_reason in DNS_FAILURE_REASONS:
                     self.dns_failures.labels(leg=leg.name, reason=dns_reason)
+            # Servers come from the config (at most 8 per leg): a bounded label set.
+            if isinstance(leg.resolver, DohResolverConfig):
+                for server in leg.resolver.servers:
+                    self.doh_server_up.labels(leg=leg.name, server=server).set(1)
         for segment in config.segments:
             self.segment_suspected.labels(segment=segment).set(0)
         for verdict in VERDICTS:

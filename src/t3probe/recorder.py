@@ -114,6 +114,9 @@ class Recorder:
     def dns_failure(self, leg: str, reason: DnsFailure) -> None:
         self._metrics.dns_failures.labels(leg=leg, reason=reason.value).inc()
 
+    def doh_server_state(self, leg: str, server: str, up: bool) -> None:
+        self._metrics.doh_server_up.labels(leg=leg, server=server).set(1 if up else 0)
+
     def observations(self) -> list[LegObservation]:
         return [record.observation() for record in self._legs.values()]
 
