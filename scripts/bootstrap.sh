@@ -42,6 +42,11 @@ if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
     command -v openssl >/dev/null || missing+=(openssl)
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
+    # Real DoH servers for tests/test_doh_interop.py, which runs its own instances on
+    # loopback; the packages' system services are not used (README: Development).
+    command -v dnsdist >/dev/null || missing+=(dnsdist)
+    [ -x /usr/sbin/unbound ] || command -v unbound >/dev/null || missing+=(unbound)
+    [ -x /usr/sbin/kresd ] || command -v kresd >/dev/null || missing+=(knot-resolver)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -22,34 +22,11 @@ from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
 from t3probe.resolvers.dohclient import DohClient
 from t3probe.resolvers.dohwire import build_query, parse_answer
+from tests.support.fakes import FakeClock, Sink
 
 HOST = "t3.lab.test"
 ADDRESS = "127.0.0.2"
 TTL = 60
-
-
-class FakeClock:
-    """Cache ages are asserted exactly, so the resolver's clock is moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
 
 
 MakeResolver = Callable[..., DohResolver]

@@ -92,7 +92,13 @@ class CoalescingStream(httpcore2.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         await self._drain()
-        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        try:
+            tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except asyncio.CancelledError:
+            # A handshake cut off by our deadline (a hung server) would leave the TCP
+            # socket open: the backend closes it only on errors, and nothing else holds it.
+            await self._inner.aclose()
+            raise
         ssl_object = tls.get_extra_info("ssl_object")
         selected = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self._alpn_log[self._key] = selected or ""
