@@ -16,6 +16,7 @@ GAUGES = {
     "t3probe_leg_info",
     "t3probe_build_info",
     "t3probe_verdict",
+    "t3probe_doh_server_up",
 }
 COUNTERS = {"t3probe_disconnects_total", "t3probe_dns_failures_total"}
 HISTOGRAMS = {
