@@ -45,7 +45,8 @@ from t3probe.resolvers.dohwire import (
 )
 
 _MAX_DETAIL = 300
-_MAX_SERVER_DETAIL = 120
+# Room for the URL, the reason and what the server did, several servers within _MAX_DETAIL.
+_MAX_SERVER_DETAIL = 200
 # Negative answers are answers (RFC 8767 section 4 serves stale only when no answer
 # can be had), so they drop the cached entry instead of being papered over; the server
 # that gave one is healthy.

@@ -22,7 +22,7 @@ from t3probe.resolvers.dohtransport import AlpnLog, CoalescingBackend
 from t3probe.resolvers.dohwire import MAX_WIRE_BYTES
 
 DNS_MESSAGE = "application/dns-message"
-MAX_DETAIL = 120
+MAX_DETAIL = 160
 # Shorter than the idle timeouts servers apply (10-30 s is common) would reconnect on
 # every refresh; much longer risks a connection a NAT silently forgot. A connection the
 # server closed is noticed before reuse either way.
@@ -158,10 +158,14 @@ def _exchange_failure(err: BaseException, negotiated: str | None) -> ExchangeErr
     if isinstance(err, httpcore2.ProtocolError):
         # Without ALPN agreement both sides fall back to their own default: ours is
         # HTTP/1.1, and a server that speaks only HTTP/2 answers it with binary frames.
-        spoke = {None: "", "": "HTTP/1.1 without ALPN", "h2": "HTTP/2", "http/1.1": "HTTP/1.1"}
-        hint = spoke.get(negotiated, negotiated)
-        prefix = f"{hint}: " if hint else ""
-        return ExchangeError(DnsFailure.PROTOCOL_ERROR, f"{prefix}{_describe(err)}")
+        spoke = {
+            None: "",
+            "": "no ALPN, spoke HTTP/1.1 (server HTTP/2 only?): ",
+            "h2": "ALPN h2: ",
+            "http/1.1": "ALPN http/1.1, not kept to by the server: ",
+        }
+        hint = spoke.get(negotiated, f"ALPN {negotiated}: ")
+        return ExchangeError(DnsFailure.PROTOCOL_ERROR, f"{hint}{_describe(err)}")
     if isinstance(err, httpcore2.TimeoutException):
         return ExchangeError(DnsFailure.TIMEOUT, _describe(err))
     # Reset or closed mid-answer: the server was not reachable as an HTTP peer.
