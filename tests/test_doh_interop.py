@@ -20,12 +20,15 @@ from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
 from t3probe.resolvers.dohclient import DohClient
+from t3probe.resolvers.dohwire import MAX_CNAME_DEPTH
 from tests.support.dohservers import (
     ADDRESS,
     ALIAS,
     ALIAS_TTL,
+    CHAIN_LINKS,
     HOST,
     INTERNAL,
+    LOOP,
     MISSING,
     NODATA,
     SERVERS,
@@ -162,6 +165,20 @@ async def test_a_cname_only_answer_is_followed_and_keeps_the_smallest_ttl(
     assert sink.reasons == ["timeout"]
 
 
+async def test_a_chain_spread_over_queries_is_bounded_and_its_loops_refused(
+    real: Launcher, make_resolver: MakeResolver, sink: Sink
+) -> None:
+    resolver = make_resolver([real.get("unbound").url])
+    # hop1 is MAX_CNAME_DEPTH links from an address: the longest chain allowed.
+    assert CHAIN_LINKS - 1 == MAX_CNAME_DEPTH
+    assert await resolver.resolve("hop1.lab.test") == Resolution((ADDRESS,))
+    too_long = await _fails(resolver, "hop0.lab.test")
+    loop = await _fails(resolver, LOOP)
+    assert sink.reasons == ["malformed", "malformed"]
+    assert "longer than" in too_long.detail
+    assert "CNAME loop" in loop.detail
+
+
 @pytest.mark.parametrize("name", SERVERS)
 async def test_nxdomain_and_nodata_are_told_apart(
     name: str, real: Launcher, make_resolver: MakeResolver, sink: Sink
@@ -226,15 +243,20 @@ async def test_a_hung_first_server_costs_its_timeout_once_not_at_every_refresh(
 async def test_when_every_server_sits_out_the_one_due_first_is_asked(
     real: Launcher, make_resolver: MakeResolver, clock: FakeClock, sink: Sink
 ) -> None:
-    dnsdist, unbound = real.get("dnsdist"), real.get("unbound")
-    resolver = make_resolver([dnsdist.url, unbound.url])
-    with dnsdist.hung(), unbound.hung():
-        await _fails(resolver, HOST)
-    assert sink.reasons == ["timeout", "timeout"]
-    clock.advance(1)
-    # Both are backing off; dnsdist's ends first, so it alone is asked (and answers).
-    assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
-    assert [s.up for s in resolver.servers] == [True, False]
+    unbound, dnsdist = real.get("unbound"), real.get("dnsdist")
+    resolver = make_resolver([unbound.url, dnsdist.url])
+    with unbound.hung():
+        assert await resolver.resolve(HOST) == Resolution((ADDRESS,))  # from dnsdist
+        clock.advance(TTL + 1)  # unbound's back-off is over: asked first again
+        with dnsdist.hung():
+            assert await resolver.resolve(HOST) == Resolution((ADDRESS,), stale=True)
+        assert sink.reasons == ["timeout", "timeout", "timeout"]
+        # unbound failed twice (2 x 30 s), dnsdist once (30 s): both are sitting out, and
+        # dnsdist's back-off ends first, though it comes second in the config.
+        clock.advance(1)
+        assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
+    assert sink.reasons == ["timeout"] * 3
+    assert [s.up for s in resolver.servers] == [False, True]
 
 
 # -- failures told apart --------------------------------------------------------------------

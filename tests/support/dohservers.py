@@ -11,6 +11,7 @@ what a hung server looks like from outside.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -36,6 +37,9 @@ INTERNAL = "internal.lab.test"  # an address a forbid_addresses rule refuses
 INTERNAL_ADDRESS = "10.0.20.203"
 MISSING = "missing.lab.test"  # NXDOMAIN
 SERVFAIL = "servfail.lab.test"  # SERVFAIL where the server can be told to (dnsdist)
+# unbound only, where each answer holds one link: chains spread over several queries.
+LOOP = "loop.lab.test"  # a CNAME to loop2, which is a CNAME back to loop
+CHAIN_LINKS = 9  # hop0 -> hop1 -> ... -> hop8 -> HOST: one link more than allowed
 PATH = "/dns-query"
 _START_SECONDS = 15.0
 _STOP_SECONDS = 5.0
@@ -202,11 +206,22 @@ server:
     local-data: "{INTERNAL}. {TTL} IN A {INTERNAL_ADDRESS}"
     local-data: "{ALIAS}. {ALIAS_TTL} IN CNAME {HOST}."
     local-data: "{NODATA}. {TTL} IN AAAA ::1"
+    local-data: "{LOOP}. {TTL} IN CNAME loop2.lab.test."
+    local-data: "loop2.lab.test. {TTL} IN CNAME {LOOP}."
+{_chain()}
 remote-control:
     control-enable: no
 """
     )
     return [executable, "-d", "-c", str(config)]
+
+
+def _chain() -> str:
+    names = [f"hop{index}.lab.test" for index in range(CHAIN_LINKS)] + [HOST]
+    return "\n".join(
+        f'    local-data: "{source}. {TTL} IN CNAME {target}."'
+        for source, target in itertools.pairwise(names)
+    )
 
 
 def _knot(executable: str, directory: Path, pki: Pki, port: int) -> list[str]:

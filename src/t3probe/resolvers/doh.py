@@ -175,7 +175,7 @@ class DohResolver:
                 errors.append(error)
                 if failure.reason in _DEFINITIVE:
                     definitive = True
-                    self._health.answered(server, "")
+                    self._health.answered(server, http_version="")
                 else:
                     self._health.failed(server, self._clock.monotonic(), error)
                 continue

@@ -63,7 +63,8 @@ class ServerHealth:
         status.failures = 0
         status.up = True
         status.retry_at = 0.0
-        status.http_version = http_version
+        if http_version:
+            status.http_version = http_version
         self._notify(status)
 
     def backing_off(self, now: float) -> list[str]:
