@@ -301,15 +301,17 @@ async def test_refused_tls_and_protocol_failures_are_told_apart(
 
 
 async def test_one_connection_carries_every_lookup(
-    real: Launcher, make_resolver: MakeResolver, pki: Pki
+    real: Launcher, make_resolver: MakeResolver, pki: Pki, sink: Sink
 ) -> None:
     client = DohClient(pki.client_context())
     resolver = make_resolver([real.get("knot-resolver").url], client=client)
     for host in (HOST, ALIAS, INTERNAL, HOST.upper()):
         await resolver.resolve(host)
-    await asyncio.gather(
-        *(resolver.resolve(f"{host}.") for host in (NODATA, MISSING)), return_exceptions=True
-    )
+    # Parallel POSTs on one HTTP/2 connection: each must reach knot-resolver whole.
+    missing = [f"n{index}.{MISSING}" for index in range(20)]
+    results = await asyncio.gather(*(resolver.resolve(h) for h in missing), return_exceptions=True)
+    assert all(isinstance(result, ProbeFailure) for result in results)
+    assert sink.reasons == ["nxdomain"] * 20
     assert client.connections_opened == 1
 
 
