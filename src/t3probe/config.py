@@ -54,7 +54,8 @@ class PinnedResolverConfig(_Strict):
 
 
 class DohResolverConfig(_Strict):
-    """RFC 8484 DNS over HTTPS, servers tried in order, answers served stale (RFC 8767)."""
+    """RFC 8484 DNS over HTTPS (HTTP/2 or HTTP/1.1 by ALPN), servers tried in order with a
+    back-off for those that failed, answers served stale (RFC 8767): docs/doh.md."""
 
     kind: Literal["doh"]
     servers: Annotated[list[str], Field(min_length=1, max_length=8)]
