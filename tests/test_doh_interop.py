@@ -315,6 +315,21 @@ async def test_one_connection_carries_every_lookup(
     assert client.connections_opened == 1
 
 
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure(
+    real: Launcher, make_resolver: MakeResolver, pki: Pki, clock: FakeClock, sink: Sink
+) -> None:
+    # unbound (idle timeout 1 s here, 30 s by default) closes without a GOAWAY, which an
+    # HTTP/2 client only finds out by using the connection.
+    client = DohClient(pki.client_context())
+    resolver = make_resolver([real.get("unbound").url], client=client)
+    await resolver.resolve(HOST)
+    await asyncio.sleep(1.5)  # the server's idle timeout (1 s here) passes
+    clock.advance(TTL + 1)
+    assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
+    assert sink.reasons == []
+    assert client.connections_opened == 2
+
+
 async def test_proxy_variables_do_not_reroute_dns(
     real: Launcher, make_resolver: MakeResolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -197,6 +197,8 @@ server:
     use-syslog: no
     logfile: ""
     num-threads: 1
+    # Idle connections closed after 1 s, not 30: the tests see that case quickly.
+    tcp-idle-timeout: 1000
     # Local data only: every other name is NXDOMAIN, nothing is ever iterated.
     module-config: "iterator"
     outgoing-interface: 127.0.0.1

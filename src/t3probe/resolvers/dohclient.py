@@ -23,9 +23,8 @@ from t3probe.resolvers.dohwire import MAX_WIRE_BYTES
 
 DNS_MESSAGE = "application/dns-message"
 MAX_DETAIL = 160
-# Shorter than the idle timeouts servers apply (10-30 s is common) would reconnect on
-# every refresh; much longer risks a connection a NAT silently forgot. A connection the
-# server closed is noticed before reuse either way.
+# Much longer risks a connection a NAT silently forgot; servers close idle connections
+# sooner anyway (knot-resolver after 10 s, unbound after 30 s), which costs one retry.
 KEEPALIVE_SECONDS = 60.0
 # A few servers per leg, each multiplexed (HTTP/2) or one request at a time (HTTP/1.1).
 MAX_CONNECTIONS = 32
@@ -36,10 +35,12 @@ _NO_ALPN = ("NO_APPLICATION_PROTOCOL", "no application protocol")
 class ExchangeError(Exception):
     """The server gave no usable HTTP answer; ``reason`` is a metric label."""
 
-    def __init__(self, reason: DnsFailure, detail: str) -> None:
+    def __init__(self, reason: DnsFailure, detail: str, *, dropped: bool = False) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail[:MAX_DETAIL]
+        # The connection broke under the request (closed, reset, GOAWAY), not the answer.
+        self.dropped = dropped
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,18 @@ class DohClient:
         return self._backend.connections_opened
 
     async def exchange(self, server: str, wire: bytes) -> Exchange:
+        opened = self.connections_opened
+        try:
+            return await self._attempt(server, wire)
+        except ExchangeError as err:
+            if not err.dropped or self.connections_opened != opened:
+                raise
+        # The request went out on a connection opened earlier, which broke under it: the
+        # server closed it while idle. HTTP/2 cannot see that before use, and a DNS query
+        # is idempotent, so it is asked once more, on a fresh connection.
+        return await self._attempt(server, wire)
+
+    async def _attempt(self, server: str, wire: bytes) -> Exchange:
         headers = [
             (b"Content-Type", DNS_MESSAGE.encode()),
             (b"Accept", DNS_MESSAGE.encode()),
@@ -89,7 +102,13 @@ class DohClient:
             raise
         except (httpcore2.ConnectError, httpcore2.ConnectTimeout, ssl.SSLError) as err:
             raise _connect_failure(err, self._offered) from err
-        except (httpcore2.ProtocolError, httpcore2.NetworkError, OSError) as err:
+        except (
+            httpcore2.ProtocolError,
+            httpcore2.NetworkError,
+            httpcore2.TimeoutException,
+            httpcore2.UnsupportedProtocol,
+            OSError,
+        ) as err:
             raise _exchange_failure(err, self._negotiated(server)) from err
 
     async def aclose(self) -> None:
@@ -165,11 +184,14 @@ def _exchange_failure(err: BaseException, negotiated: str | None) -> ExchangeErr
             "http/1.1": "ALPN http/1.1, not kept to by the server: ",
         }
         hint = spoke.get(negotiated, f"ALPN {negotiated}: ")
-        return ExchangeError(DnsFailure.PROTOCOL_ERROR, f"{hint}{_describe(err)}")
+        dropped = isinstance(err, httpcore2.RemoteProtocolError)
+        detail = f"{hint}{_describe(err)}"
+        return ExchangeError(DnsFailure.PROTOCOL_ERROR, detail, dropped=dropped)
     if isinstance(err, httpcore2.TimeoutException):
         return ExchangeError(DnsFailure.TIMEOUT, _describe(err))
     # Reset or closed mid-answer: the server was not reachable as an HTTP peer.
-    return ExchangeError(DnsFailure.CONNECT_ERROR, _describe(err))
+    dropped = isinstance(err, httpcore2.NetworkError | OSError)
+    return ExchangeError(DnsFailure.CONNECT_ERROR, _describe(err), dropped=dropped)
 
 
 def _describe(err: BaseException) -> str:
