@@ -450,3 +450,17 @@ async def test_server_stop_releases_requests_held_down(pki: Pki, time_unit: floa
         response = await request
         response.release()
         assert response.status == 503
+
+
+async def test_a_failure_names_the_servers_left_out_for_their_back_off(
+    servers: list[DohServer], make_resolver: MakeResolver, clock: FakeClock, sink: Sink
+) -> None:
+    resolver = make_resolver(_urls(servers), max_stale_seconds=0, server_backoff_seconds=300)
+    with servers[0].down():
+        assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
+    clock.advance(TTL + 1)
+    with servers[1].servfail(), pytest.raises(ProbeFailure) as info:
+        await resolver.resolve(HOST)
+    assert "1 more server(s) backing off, not asked" in info.value.detail
+    assert sink.reasons == ["timeout", "servfail"]
+    assert servers[0].queries_received == 1

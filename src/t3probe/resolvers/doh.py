@@ -1,5 +1,8 @@
 """DNS over HTTPS (RFC 8484): servers tried in order, answers served stale (RFC 8767).
 
+HTTP/2 or HTTP/1.1, whichever the server agrees to; a server that failed sits out a
+back-off, so a dead one does not cost its timeout at every refresh (docs/doh.md).
+
 The CDN leg resolves through public DoH on purpose: split-horizon cluster DNS would
 otherwise silently hand it the internal address and collapse the differential. A DoH
 outage is not a path failure, so answers are cached for their TTL and served stale
@@ -166,7 +169,9 @@ class DohResolver:
     async def _refresh(self, key: str) -> Resolution:
         errors: list[str] = []
         definitive = False
-        for server in self._health.order(self._clock.monotonic()):
+        order = self._health.order(self._clock.monotonic())
+        skipped = self._health.count - len(order)
+        for server in order:
             try:
                 addresses, ttl, version = await self._lookup(server, key)
             except _ServerFailure as failure:
@@ -189,9 +194,8 @@ class DohResolver:
             self._cache.pop(key, None)
         elif entry is not None and self._clock.monotonic() <= entry.expires_at + self._max_stale:
             return Resolution(entry.addresses, stale=True)
-        waiting = self._health.backing_off(self._clock.monotonic())
-        skipped = f" ({len(waiting)} backing off)" if waiting and not errors else ""
-        detail = f"doh: no answer for {key}{skipped}: " + "; ".join(errors)
+        note = f" ({skipped} more server(s) backing off, not asked)" if skipped else ""
+        detail = f"doh: no answer for {key}{note}: " + "; ".join(errors)
         raise ProbeFailure(Reason.DNS_FAILED, detail[:_MAX_DETAIL])
 
     def _prune(self, now: float) -> None:

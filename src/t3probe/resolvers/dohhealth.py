@@ -67,8 +67,9 @@ class ServerHealth:
             status.http_version = http_version
         self._notify(status)
 
-    def backing_off(self, now: float) -> list[str]:
-        return [s.server for s in self._status.values() if s.retry_at > now]
+    @property
+    def count(self) -> int:
+        return len(self._status)
 
     def snapshot(self) -> tuple[ServerStatus, ...]:
         return tuple(ServerStatus(**vars(status)) for status in self._status.values())
