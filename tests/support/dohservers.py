@@ -11,6 +11,7 @@ what a hung server looks like from outside.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import shutil
@@ -42,6 +43,7 @@ LOOP = "loop.lab.test"  # a CNAME to loop2, which is a CNAME back to loop
 CHAIN_LINKS = 9  # hop0 -> hop1 -> ... -> hop8 -> HOST: one link more than allowed
 PATH = "/dns-query"
 _START_SECONDS = 15.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _STOP_SECONDS = 5.0
 
 # The Debian package that ships each server's binary.
@@ -126,6 +128,8 @@ def start(name: str, directory: Path, pki: Pki) -> RealDohServer:
             # Own process group: a Ctrl-C in the terminal reaches the test, which stops
             # the server by its PID, rather than killing it mid-test.
             start_new_session=True,
+            # And if the test process dies without its teardown, the server goes with it.
+            preexec_fn=_die_with_parent,
         )
     server = RealDohServer(name, process, port, log)
     try:
@@ -134,6 +138,12 @@ def start(name: str, directory: Path, pki: Pki) -> RealDohServer:
         server.stop()
         raise
     return server
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_listening(server: RealDohServer) -> None:
