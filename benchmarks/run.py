@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import detection, footprint, rtt, scale, startup
+from benchmarks import detection, dohclient, footprint, rtt, scale, startup
 from benchmarks.common import RESULTS_DIR, raise_fd_limit, write_result
 from t3probe import netguard
 
@@ -70,6 +70,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             startup.FULL,
             startup.QUICK,
             startup.run,
+        ),
+        Benchmark(
+            "dohclient",
+            "import time and RSS of the DoH client: httpcore2 (HTTP/2) vs aiohttp (before #19)",
+            dohclient.FULL,
+            dohclient.QUICK,
+            dohclient.run,
         ),
     )
 }

@@ -46,6 +46,11 @@ if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
     { command -v ip >/dev/null && command -v tc >/dev/null; } || missing+=(iproute2)
     command -v nft >/dev/null || missing+=(nftables)
     command -v conntrack >/dev/null || missing+=(conntrack)
+    # Real DoH servers for tests/test_doh_interop.py, which runs its own instances on
+    # loopback; the packages' system services are not used (README: Development).
+    command -v dnsdist >/dev/null || missing+=(dnsdist)
+    [ -x /usr/sbin/unbound ] || command -v unbound >/dev/null || missing+=(unbound)
+    [ -x /usr/sbin/kresd ] || command -v kresd >/dev/null || missing+=(knot-resolver)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

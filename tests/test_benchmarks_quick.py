@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import detection, footprint, rtt, scale, startup
+from benchmarks import detection, dohclient, footprint, rtt, scale, startup
 from benchmarks.blackbox import blackbox_binary
 from benchmarks.common import histogram_quantile, summary
 from benchmarks.run import BENCHMARKS, main, run_one
@@ -128,6 +128,13 @@ def test_startup_reports_both_processes(tmp_path: Path) -> None:
     for name in ("t3probe", "blackbox_exporter", "python_bare", "python_t3probe_imports"):
         _summary_ok(result["seconds"][name], n=1)
     assert _finite(result["median_ratio_t3probe_to_blackbox"])
+
+
+def test_dohclient_reports_every_client(tmp_path: Path) -> None:
+    result = _run("dohclient", dohclient.DohClientOptions(repetitions=1, lookups=3), tmp_path)
+    for client in dohclient.CLIENTS:
+        for figure in result["figures"][client].values():
+            _summary_ok(figure, n=1)
 
 
 def test_cli_lists_and_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,6 +115,21 @@ INVALID: list[tuple[str, Any, str]] = [
         {"legs": [_leg(resolver={"kind": "doh", "servers": []})]},
         "legs[0].resolver.servers: List should have at least 1 item",
     ),
+    (
+        "negative doh server back-off",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "server_backoff_seconds": -1,
+                    }
+                )
+            ]
+        },
+        "legs[0].resolver.server_backoff_seconds: Input should be greater than or equal to 0",
+    ),
     ("bad leg name", {"legs": [_leg(name="Bad Name")]}, "legs[0].name: String should match"),
     ("bad segment name", {"legs": [_leg(segments=["cf-edge"])]}, "legs[0].segments[0]"),
     ("relative url", {"legs": [_leg(url="/probe/ws")]}, "is not an absolute URL"),

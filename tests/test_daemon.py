@@ -81,14 +81,19 @@ async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool missing: `make test` installs Debian's prometheus when root")
+    # A DoH leg whose server refuses: its per-server gauge is in the exposition too.
+    doh = {"kind": "doh", "servers": [f"https://127.0.0.1:{free_port()}/dns-query"],
+           "timeout_seconds": 0.1}  # fmt: skip
     config = probe_config(
         [
             leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
             leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
+            leg("doh", f"ws://t3.lab.test:{peer.port}/probe/ws", resolver=doh),
         ]
     )
     async with running_probe(config) as probe:
         await probe.wait_for("ws", "up")
+        await probe.wait_for("doh", "down")
         _, exposition = await _get(f"http://127.0.0.1:{probe.probe.port}/metrics")
     result = subprocess.run(
         [promtool, "check", "metrics"],
@@ -112,8 +117,10 @@ async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
         "t3probe_config_last_reload_successful",
         "process_start_time_seconds",
         "python_info",
+        "t3probe_doh_server_up",
     ):
         assert f"\n{name}" in exposition, name
+    assert 't3probe_doh_server_up{leg="doh",server="https://127.0.0.1:' in exposition
 
 
 async def test_a_stalled_probe_blames_itself_not_the_path(peer: Peer) -> None:

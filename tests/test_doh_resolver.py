@@ -20,35 +20,13 @@ from t3probe.lab.pki import Pki
 from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
+from t3probe.resolvers.dohclient import DohClient
 from t3probe.resolvers.dohwire import build_query, parse_answer
+from tests.support.fakes import FakeClock, Sink
 
 HOST = "t3.lab.test"
 ADDRESS = "127.0.0.2"
 TTL = 60
-
-
-class FakeClock:
-    """Cache ages are asserted exactly, so the resolver's clock is moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
 
 
 MakeResolver = Callable[..., DohResolver]
@@ -363,23 +341,17 @@ async def test_ip_literal_needs_no_query(
     assert servers[0].queries_received == 0
 
 
-async def test_session_factory_is_used_and_close_closes_the_session(
-    servers: list[DohServer], make_resolver: MakeResolver
+async def test_the_connection_is_kept_between_lookups_and_close_closes_it(
+    pki: Pki, servers: list[DohServer], make_resolver: MakeResolver
 ) -> None:
-    sessions: list[aiohttp.ClientSession] = []
-
-    def factory() -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return session
-
-    resolver = make_resolver([servers[0].url], session_factory=factory)
+    # Was: the aiohttp session factory is used once; the client is now a DohClient.
+    client = DohClient(pki.client_context())
+    resolver = make_resolver([servers[0].url], client=client)
     await resolver.resolve(HOST)
     servers[0].set_record("other.lab.test", ["127.0.0.3"])
     await resolver.resolve("other.lab.test")
-    assert len(sessions) == 1
+    assert client.connections_opened == 1
     await resolver.close()
-    assert sessions[0].closed
     with pytest.raises(RuntimeError):
         await resolver.resolve(HOST)
 
@@ -478,3 +450,17 @@ async def test_server_stop_releases_requests_held_down(pki: Pki, time_unit: floa
         response = await request
         response.release()
         assert response.status == 503
+
+
+async def test_a_failure_names_the_servers_left_out_for_their_back_off(
+    servers: list[DohServer], make_resolver: MakeResolver, clock: FakeClock, sink: Sink
+) -> None:
+    resolver = make_resolver(_urls(servers), max_stale_seconds=0, server_backoff_seconds=300)
+    with servers[0].down():
+        assert await resolver.resolve(HOST) == Resolution((ADDRESS,))
+    clock.advance(TTL + 1)
+    with servers[1].servfail(), pytest.raises(ProbeFailure) as info:
+        await resolver.resolve(HOST)
+    assert "1 more server(s) backing off, not asked" in info.value.detail
+    assert sink.reasons == ["timeout", "servfail"]
+    assert servers[0].queries_received == 1

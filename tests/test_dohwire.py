@@ -78,6 +78,13 @@ def _cname_only() -> bytes:
     return response.to_wire()
 
 
+def _cname_chain_without_target() -> bytes:
+    response = _response()
+    _add(response, HOST, "CNAME", 300, "edge.cdn.test.")
+    _add(response, "edge.cdn.test.", "CNAME", 100, "pop.cdn.test.")
+    return response.to_wire()
+
+
 def _cname_loop() -> bytes:
     response = _response()
     _add(response, HOST, "CNAME", 300, "loop.test.")
@@ -194,7 +201,13 @@ CASES = [
     Case("CNAME chain, min TTL", _cname_chain, answer=Answer(("127.0.0.7",), 100.0)),
     Case("CNAME chain at the depth limit", _cname_at_limit, answer=Answer(("127.0.0.9",), 60.0)),
     Case("case-insensitive question", _case_changed_question, answer=Answer(("127.0.0.2",), 30.0)),
-    Case("CNAME only", _cname_only, reason="empty"),
+    # Deliberately changed with #19: the resolver follows the chain with a second query.
+    Case("CNAME only", _cname_only, answer=Answer((), 300.0, target="edge.cdn.test")),
+    Case(
+        "CNAME chain without its target",
+        _cname_chain_without_target,
+        answer=Answer((), 100.0, target="pop.cdn.test"),
+    ),
     Case("CNAME loop", _cname_loop, reason="malformed"),
     Case("CNAME chain too long", _cname_too_long, reason="malformed"),
     Case("A for another name only", _unrelated_a, reason="empty"),
@@ -225,10 +238,16 @@ def test_parse_answer(case: Case) -> None:
         # dnspython shuffles records when writing wire, as servers rotate them.
         assert sorted(answer.addresses) == sorted(case.answer.addresses)
         assert answer.ttl == case.answer.ttl
+        assert answer.target == case.answer.target
     else:
         with pytest.raises(DohWireError) as info:
             parse_answer(wire, HOST, case.qtype, QID)
         assert info.value.reason == case.reason
+
+
+def test_a_chain_names_the_aliases_it_followed() -> None:
+    answer = parse_answer(_cname_chain_without_target(), HOST, A, QID)
+    assert answer.aliases == (HOST, "edge.cdn.test")
 
 
 def test_host_with_trailing_dot_matches() -> None:
@@ -282,5 +301,5 @@ def test_parse_answer_only_raises_doh_wire_error_on_corrupted_answers(
         answer = parse_answer(bytes(wire), HOST, A, QID)
     except DohWireError:
         return
-    assert answer.addresses
+    assert answer.addresses or answer.target
     assert answer.ttl >= 0

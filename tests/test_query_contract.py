@@ -18,6 +18,7 @@ GAUGES = {
     "t3probe_verdict",
     "t3probe_config_last_reload_successful",
     "t3probe_config_last_reload_success_timestamp_seconds",
+    "t3probe_doh_server_up",
 }
 COUNTERS = {"t3probe_disconnects_total", "t3probe_dns_failures_total"}
 HISTOGRAMS = {

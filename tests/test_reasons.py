@@ -11,8 +11,8 @@ from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
 from t3probe.legs.classify import classify
-from t3probe.reasons import NON_PATH_REASONS, Phase, ProbeFailure, Reason
-from tests.support.contract import DROP_REASONS
+from t3probe.reasons import NON_PATH_REASONS, DnsFailure, Phase, ProbeFailure, Reason
+from tests.support.contract import DNS_FAILURES, DROP_REASONS
 
 KEY = ConnectionKey("t3.example.test", 443, True, True, None, None, None, None)
 
@@ -117,6 +117,10 @@ def test_close_code_travels_in_the_classification_not_the_reason() -> None:
 def test_detail_is_bounded_whatever_the_peer_sent() -> None:
     failure = classify(OSError(5, "x" * 10_000), "session")
     assert len(failure.detail) <= 300
+
+
+def test_the_dns_failure_set_is_the_contract() -> None:
+    assert {failure.value for failure in DnsFailure} == DNS_FAILURES
 
 
 def test_the_reason_set_is_the_contract() -> None:

@@ -72,7 +72,8 @@ class PinnedResolverConfig(_Strict):
 
 
 class DohResolverConfig(_Strict):
-    """RFC 8484 DNS over HTTPS, servers tried in order, answers served stale (RFC 8767)."""
+    """RFC 8484 DNS over HTTPS (HTTP/2 or HTTP/1.1 by ALPN), servers tried in order with a
+    back-off for those that failed, answers served stale (RFC 8767): docs/doh.md."""
 
     kind: Literal["doh"]
     servers: Annotated[list[str], Field(min_length=1, max_length=8)]
@@ -80,6 +81,9 @@ class DohResolverConfig(_Strict):
     ca_file: Path | None = None
     max_stale_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 86400.0
     min_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    # A server that failed is skipped for this long (doubling with each failure in a
+    # row, up to 8x), so a dead first server does not cost its timeout at every refresh.
+    server_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     @field_validator("servers")
     @classmethod

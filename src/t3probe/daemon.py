@@ -94,8 +94,11 @@ class Probe:
         def on_dns_failure(reason: DnsFailure) -> None:
             self.recorder.dns_failure(name, reason)
 
+        def on_server_state(server: str, up: bool) -> None:
+            self.recorder.doh_server_state(name, server, up)
+
         budget = LegBudget.of(config, leg_config)
-        resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock)
+        resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock, on_server_state)
         ctx = LegContext(
             config,
             leg_config,

@@ -17,6 +17,7 @@ from t3probe.config import (
     LEG_KINDS,
     RESOLVER_KINDS,
     AnyLegConfig,
+    DohResolverConfig,
     PinnedResolverConfig,
     ProbeConfig,
 )
@@ -81,6 +82,14 @@ class ProbeMetrics:
             ["leg", "reason"],
             registry=registry,
         )
+        self.doh_server_up = Gauge(
+            "t3probe_doh_server_up",
+            "0 while the DoH server's last exchange failed (it sits out a back-off), else 1",
+            ["leg", "server"],
+            registry=registry,
+        )
+        # Which servers each leg's series were made for, so a reload can remove them.
+        self._doh_servers: dict[str, tuple[str, ...]] = {}
         self.segment_suspected = Gauge(
             "t3probe_segment_suspected",
             "1 while attribution convicts the segment",
@@ -143,6 +152,11 @@ class ProbeMetrics:
         if not isinstance(leg.resolver, PinnedResolverConfig):
             for dns_reason in DNS_FAILURE_REASONS:
                 self.dns_failures.labels(leg=leg.name, reason=dns_reason)
+        # Servers come from the config (at most 8 per leg): a bounded label set.
+        if isinstance(leg.resolver, DohResolverConfig):
+            self._doh_servers[leg.name] = tuple(leg.resolver.servers)
+            for server in leg.resolver.servers:
+                self.doh_server_up.labels(leg=leg.name, server=server).set(1)
 
     def remove_leg(self, name: str) -> None:
         """Drop every series of a leg: a removed leg must not linger as a stale zero."""
@@ -158,6 +172,8 @@ class ProbeMetrics:
             self.connect_duration.remove(name, phase)
         for dns_reason in DNS_FAILURE_REASONS:
             self.dns_failures.remove(name, dns_reason)
+        for server in self._doh_servers.pop(name, ()):
+            self.doh_server_up.remove(name, server)
 
     def add_segment(self, segment: str) -> None:
         self.segment_suspected.labels(segment=segment).set(0)

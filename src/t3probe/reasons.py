@@ -49,6 +49,9 @@ class DnsFailure(enum.StrEnum):
     HTTP_ERROR = "http_error"
     TLS_ERROR = "tls_error"
     CONNECT_ERROR = "connect_error"
+    # TLS came up but no HTTP version both sides speak: no ALPN agreement, or a server
+    # that speaks only HTTP/2 answering an HTTP/1.1 request.
+    PROTOCOL_ERROR = "protocol_error"
     FORBIDDEN_ADDRESS = "forbidden_address"
 
 

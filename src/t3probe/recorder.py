@@ -177,6 +177,11 @@ class Recorder:
         if leg in self._legs:
             self._metrics.dns_failures.labels(leg=leg, reason=reason.value).inc()
 
+    def doh_server_state(self, leg: str, server: str, up: bool) -> None:
+        if leg not in self._legs:
+            return  # a late report from a leg a reload removed must not revive its series
+        self._metrics.doh_server_up.labels(leg=leg, server=server).set(1 if up else 0)
+
     def observations(self) -> list[LegObservation]:
         return [record.observation() for record in self._legs.values()]
 

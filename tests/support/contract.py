@@ -22,4 +22,19 @@ DROP_REASONS = frozenset(
         "internal_error",
     }
 )
+# t3probe_dns_failures_total's reason label.
+DNS_FAILURES = frozenset(
+    {
+        "timeout",
+        "servfail",
+        "nxdomain",
+        "empty",
+        "malformed",
+        "http_error",
+        "tls_error",
+        "connect_error",
+        "protocol_error",
+        "forbidden_address",
+    }
+)
 VERDICTS = frozenset({"infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown"})

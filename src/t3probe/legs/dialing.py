@@ -62,10 +62,13 @@ class _LegResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         self._progress.phase = "dns"
         started = time.perf_counter()
-        resolution = await self._ctx.resolver.resolve(host)
-        self._ctx.recorder.observe_connect_phase(
-            self._ctx.leg.name, "dns", time.perf_counter() - started
-        )
+        try:
+            resolution = await self._ctx.resolver.resolve(host)
+        finally:
+            # Failed lookups too: a slow failure (a hung DoH server) is where the time goes.
+            self._ctx.recorder.observe_connect_phase(
+                self._ctx.leg.name, "dns", time.perf_counter() - started
+            )
         if resolution.stale:
             self._progress.dns_stale = True
         addresses = check_route(self._ctx, resolution.addresses)

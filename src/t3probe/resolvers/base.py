@@ -10,6 +10,13 @@ from t3probe.reasons import DnsFailure
 
 # Called for every failure, even when a stale answer hides it from the leg.
 DnsFailureSink = Callable[[DnsFailure], None]
+# Called with (server, up) by resolvers that ask several servers (DoH) when one of them
+# fails or answers again.
+ServerStateSink = Callable[[str, bool], None]
+
+
+def ignore_server_state(server: str, up: bool) -> None:
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """DNS over HTTPS (RFC 8484): servers tried in order, answers served stale (RFC 8767).
 
+HTTP/2 or HTTP/1.1, whichever the server agrees to; a server that failed sits out a
+back-off, so a dead one does not cost its timeout at every refresh (docs/doh.md).
+
 The CDN leg resolves through public DoH on purpose: split-horizon cluster DNS would
 otherwise silently hand it the internal address and collapse the differential. A DoH
 outage is not a path failure, so answers are cached for their TTL and served stale
@@ -8,7 +11,13 @@ even when the leg never notices it.
 
 Only A records are queried: every route the probe measures (the CDN edge, the lab's
 loopback topology) is reachable over IPv4, and a second AAAA query per resolution
-would double the failure surface without changing what the leg measures.
+would double the failure surface without changing what the leg measures. A CNAME whose
+target the server did not include is followed with further queries to the same server,
+as a stub resolver does (bounded by ``MAX_CNAME_DEPTH`` links in all, loops refused).
+
+The HTTP exchange lives in :mod:`t3probe.resolvers.dohclient`, the wire format in
+:mod:`t3probe.resolvers.dohwire`, the order of servers in
+:mod:`t3probe.resolvers.dohhealth`.
 """
 
 from __future__ import annotations
@@ -16,26 +25,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import secrets
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import dns.rdatatype
 
 from t3probe.clock import Clock
 from t3probe.config import DohResolverConfig
 from t3probe.reasons import DnsFailure, ProbeFailure, Reason
-from t3probe.resolvers.base import DnsFailureSink, Resolution
-from t3probe.resolvers.dohwire import MAX_WIRE_BYTES, DohWireError, build_query, parse_answer
+from t3probe.resolvers.base import DnsFailureSink, Resolution, ServerStateSink
+from t3probe.resolvers.dohclient import DohClient, ExchangeError
+from t3probe.resolvers.dohhealth import ServerHealth, ServerStatus
+from t3probe.resolvers.dohwire import (
+    MAX_CNAME_DEPTH,
+    Answer,
+    DohWireError,
+    build_query,
+    parse_answer,
+)
 
-DNS_MESSAGE = "application/dns-message"
 _MAX_DETAIL = 300
-_MAX_SERVER_DETAIL = 120
+# Room for the URL, the reason and what the server did, several servers within _MAX_DETAIL.
+_MAX_SERVER_DETAIL = 200
 # Negative answers are answers (RFC 8767 section 4 serves stale only when no answer
-# can be had), so they drop the cached entry instead of being papered over.
+# can be had), so they drop the cached entry instead of being papered over; the server
+# that gave one is healthy.
 _DEFINITIVE = frozenset({DnsFailure.NXDOMAIN, DnsFailure.EMPTY})
+DEFAULT_SERVER_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,17 +70,6 @@ class _ServerFailure(Exception):
         self.detail = detail
 
 
-def _default_session() -> aiohttp.ClientSession:
-    # Our own deadline wraps each exchange, so aiohttp's default 5-minute total is off.
-    # No decompression: a compressed body could expand far past the bounded read, and
-    # trust_env stays False so proxy variables cannot reroute DNS traffic.
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-        trust_env=False,
-    )
-
-
 class DohResolver:
     def __init__(
         self,
@@ -73,27 +81,34 @@ class DohResolver:
         max_stale_seconds: float,
         min_ttl_seconds: float,
         clock: Clock,
-        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        server_backoff_seconds: float = DEFAULT_SERVER_BACKOFF_SECONDS,
+        on_server_state: ServerStateSink | None = None,
+        client: DohClient | None = None,
     ) -> None:
         if not servers:
             raise ValueError("DohResolver needs at least one server")
-        self._servers = tuple(servers)
         self._on_failure = on_failure
         self._timeout = timeout
-        # None means the system trust store, still verified: aiohttp's ssl=True.
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._max_stale = max_stale_seconds
         self._min_ttl = min_ttl_seconds
         self._clock = clock
-        self._session_factory = session_factory or _default_session
-        self._session: aiohttp.ClientSession | None = None
+        self._health = ServerHealth(
+            servers, backoff_seconds=server_backoff_seconds, on_change=on_server_state
+        )
+        # None means the system trust store, still verified.
+        context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._client = client if client is not None else DohClient(context)
         self._cache: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Resolution]] = {}
         self._closed = False
 
     @classmethod
     def from_config(
-        cls, cfg: DohResolverConfig, on_failure: DnsFailureSink, clock: Clock
+        cls,
+        cfg: DohResolverConfig,
+        on_failure: DnsFailureSink,
+        clock: Clock,
+        on_server_state: ServerStateSink | None = None,
     ) -> DohResolver:
         # create_default_context always verifies; with a cafile it trusts only that CA.
         cafile = str(cfg.ca_file) if cfg.ca_file is not None else None
@@ -106,7 +121,14 @@ class DohResolver:
             max_stale_seconds=cfg.max_stale_seconds,
             min_ttl_seconds=cfg.min_ttl_seconds,
             clock=clock,
+            server_backoff_seconds=cfg.server_backoff_seconds,
+            on_server_state=on_server_state,
         )
+
+    @property
+    def servers(self) -> tuple[ServerStatus, ...]:
+        """Each server's state, in config order."""
+        return self._health.snapshot()
 
     async def resolve(self, host: str) -> Resolution:
         if self._closed:
@@ -134,9 +156,7 @@ class DohResolver:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ProbeFailure):
                 await task
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.aclose()
 
     def _finished(self, key: str, task: asyncio.Task[Resolution]) -> None:
         if self._inflight.get(key) is task:
@@ -149,14 +169,22 @@ class DohResolver:
     async def _refresh(self, key: str) -> Resolution:
         errors: list[str] = []
         definitive = False
-        for server in self._servers:
+        order = self._health.order(self._clock.monotonic())
+        skipped = self._health.count - len(order)
+        for server in order:
             try:
-                addresses, ttl = await self._query(server, key)
+                addresses, ttl, version = await self._lookup(server, key)
             except _ServerFailure as failure:
                 self._on_failure(failure.reason)
-                errors.append(f"{server}: {failure.reason}: {failure.detail}"[:_MAX_SERVER_DETAIL])
-                definitive = definitive or failure.reason in _DEFINITIVE
+                error = f"{server}: {failure.reason}: {failure.detail}"[:_MAX_SERVER_DETAIL]
+                errors.append(error)
+                if failure.reason in _DEFINITIVE:
+                    definitive = True
+                    self._health.answered(server, http_version="")
+                else:
+                    self._health.failed(server, self._clock.monotonic(), error)
                 continue
+            self._health.answered(server, version)
             now = self._clock.monotonic()
             self._prune(now)
             self._cache[key] = _Entry(addresses, now + max(ttl, self._min_ttl))
@@ -166,7 +194,8 @@ class DohResolver:
             self._cache.pop(key, None)
         elif entry is not None and self._clock.monotonic() <= entry.expires_at + self._max_stale:
             return Resolution(entry.addresses, stale=True)
-        detail = f"doh: no answer for {key}: " + "; ".join(errors)
+        note = f" ({skipped} more server(s) backing off, not asked)" if skipped else ""
+        detail = f"doh: no answer for {key}{note}: " + "; ".join(errors)
         raise ProbeFailure(Reason.DNS_FAILED, detail[:_MAX_DETAIL])
 
     def _prune(self, now: float) -> None:
@@ -175,65 +204,50 @@ class DohResolver:
         for key in [k for k, e in self._cache.items() if now > e.expires_at + self._max_stale]:
             del self._cache[key]
 
-    async def _query(self, server: str, host: str) -> tuple[tuple[str, ...], float]:
+    async def _lookup(self, server: str, host: str) -> tuple[tuple[str, ...], float, str]:
+        """Addresses for ``host`` from one server, following CNAMEs, within one timeout."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._follow(server, host)
+        except TimeoutError as err:
+            raise _ServerFailure(
+                DnsFailure.TIMEOUT, f"no answer within {self._timeout:g}s"
+            ) from err
+
+    async def _follow(self, server: str, host: str) -> tuple[tuple[str, ...], float, str]:
+        name = host
+        ttl = math.inf
+        followed: list[str] = []
+        while True:
+            answer, version = await self._query(server, name)
+            ttl = min(ttl, answer.ttl)
+            if answer.addresses:
+                return answer.addresses, ttl, version
+            assert answer.target is not None  # parse_answer: no addresses means a target
+            followed.extend(answer.aliases)
+            name = answer.target.lower()
+            if name in followed:
+                raise _ServerFailure(DnsFailure.MALFORMED, f"CNAME loop at {name}")
+            if len(followed) > MAX_CNAME_DEPTH:
+                raise _ServerFailure(
+                    DnsFailure.MALFORMED, f"CNAME chain for {host} longer than {MAX_CNAME_DEPTH}"
+                )
+
+    async def _query(self, server: str, host: str) -> tuple[Answer, str]:
         query_id = secrets.randbelow(0x10000)
         try:
             wire = build_query(host, dns.rdatatype.A, query_id)
         except ValueError as err:
             raise _ServerFailure(DnsFailure.MALFORMED, str(err)) from err
         try:
-            async with asyncio.timeout(self._timeout):
-                body = await self._exchange(server, wire)
-        except TimeoutError as err:
-            raise _ServerFailure(
-                DnsFailure.TIMEOUT, f"no answer within {self._timeout:g}s"
-            ) from err
-        except aiohttp.ClientSSLError as err:
-            raise _ServerFailure(DnsFailure.TLS_ERROR, _describe(err)) from err
-        except ssl.SSLError as err:
-            raise _ServerFailure(DnsFailure.TLS_ERROR, _describe(err)) from err
-        except (aiohttp.ClientError, OSError) as err:
-            # Refused, reset, or the connection dropped mid-answer: the server was not
-            # reachable as an HTTP peer.
-            raise _ServerFailure(DnsFailure.CONNECT_ERROR, _describe(err)) from err
+            exchange = await self._client.exchange(server, wire)
+        except ExchangeError as err:
+            raise _ServerFailure(err.reason, err.detail) from err
         try:
-            answer = parse_answer(body, host, dns.rdatatype.A, query_id)
+            answer = parse_answer(exchange.body, host, dns.rdatatype.A, query_id)
         except DohWireError as err:
             raise _ServerFailure(err.reason, err.detail) from err
-        return answer.addresses, answer.ttl
-
-    async def _exchange(self, server: str, wire: bytes) -> bytes:
-        session = self._get_session()
-        headers = {"Content-Type": DNS_MESSAGE, "Accept": DNS_MESSAGE}
-        async with session.post(
-            server, data=wire, headers=headers, ssl=self._ssl, allow_redirects=False
-        ) as response:
-            if response.status != 200:
-                raise _ServerFailure(DnsFailure.HTTP_ERROR, f"HTTP {response.status}")
-            if response.content_type != DNS_MESSAGE:
-                kind = response.content_type[:40]
-                raise _ServerFailure(DnsFailure.HTTP_ERROR, f"content-type {kind!r}")
-            if response.content_length is not None and response.content_length > MAX_WIRE_BYTES:
-                raise _ServerFailure(
-                    DnsFailure.MALFORMED, f"answer of {response.content_length} bytes"
-                )
-            return await _read_bounded(response.content, MAX_WIRE_BYTES)
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._session_factory()
-        return self._session
-
-
-async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := await stream.read(limit + 1 - total):
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise _ServerFailure(DnsFailure.MALFORMED, f"answer exceeds {limit} bytes")
-    return b"".join(chunks)
+        return answer, exchange.http_version
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -242,7 +256,3 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"[:_MAX_SERVER_DETAIL]

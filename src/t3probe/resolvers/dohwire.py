@@ -44,6 +44,12 @@ class Answer:
     # The smallest TTL along the CNAME chain: the answer is only as fresh as its
     # shortest-lived link.
     ttl: float
+    # Set when the chain ends at a name this answer holds no records for (no
+    # addresses then): a stub resolver asks for that name next.
+    target: str | None = None
+    # The CNAME owners followed, so a chain spread over several answers is bounded
+    # and its loops are seen.
+    aliases: tuple[str, ...] = ()
 
 
 def build_query(host: str, qtype: int, query_id: int) -> bytes:
@@ -70,8 +76,10 @@ def build_query(host: str, qtype: int, query_id: int) -> bytes:
 def parse_answer(wire: bytes, host: str, qtype: int, query_id: int) -> Answer:
     """Check that ``wire`` answers our query and return its addresses.
 
-    Follows CNAME chains inside the answer section only: a server that sends the
-    chain's target without its records gets no second query from us (``empty``).
+    Follows CNAME chains inside the answer section. A chain whose target has no records
+    in this answer yields an ``Answer`` with no addresses and that ``target``: many
+    servers (unbound's local data, dnsdist's SpoofCNAMEAction) answer only the link
+    they hold, and the caller asks again for the target.
     """
     if len(wire) > MAX_WIRE_BYTES:
         raise DohWireError(
@@ -145,16 +153,21 @@ def _follow_chain(
 ) -> Answer:
     name = qname
     ttls: list[int] = []
+    aliases: list[str] = []
     for _ in range(MAX_CNAME_DEPTH + 1):
         rrset = _find(message, name, qtype)
         if rrset is not None and len(rrset) > 0:
             ttls.append(rrset.ttl)
             addresses = tuple(dict.fromkeys(str(rdata.address) for rdata in rrset))
-            return Answer(addresses, float(min(ttls)))
+            return Answer(addresses, float(min(ttls)), aliases=tuple(aliases))
         cname = _find(message, name, dns.rdatatype.CNAME)
         if cname is None or len(cname) == 0:
+            if aliases:
+                target = name.to_text(omit_final_dot=True)
+                return Answer((), float(min(ttls)), target=target, aliases=tuple(aliases))
             raise DohWireError(DnsFailure.EMPTY, f"no address records for {host}")
         ttls.append(cname.ttl)
+        aliases.append(name.to_text(omit_final_dot=True).lower())
         name = next(iter(cname)).target
     raise DohWireError(
         DnsFailure.MALFORMED, f"CNAME chain for {host} longer than {MAX_CNAME_DEPTH}"

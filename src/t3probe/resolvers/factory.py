@@ -17,28 +17,45 @@ from t3probe.config import (
     PinnedResolverConfig,
 )
 from t3probe.legs.budget import LegBudget
-from t3probe.resolvers.base import DnsFailureSink, Resolver
+from t3probe.resolvers.base import (
+    DnsFailureSink,
+    Resolver,
+    ServerStateSink,
+    ignore_server_state,
+)
 from t3probe.resolvers.pinned import PinnedResolver
 from t3probe.resolvers.system import SystemResolver
 
-ResolverBuilder = Callable[[Any, LegBudget, DnsFailureSink, Clock], Resolver]
+ResolverBuilder = Callable[[Any, LegBudget, DnsFailureSink, Clock, ServerStateSink], Resolver]
 
 
-def _system(config: Any, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock) -> Resolver:
+def _system(
+    config: Any, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock, _: ServerStateSink
+) -> Resolver:
     return SystemResolver(on_failure, timeout=budget.dns)
 
 
-def _pinned(config: Any, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock) -> Resolver:
+def _pinned(
+    config: Any, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock, _: ServerStateSink
+) -> Resolver:
     assert isinstance(config, PinnedResolverConfig)
     return PinnedResolver(str(config.address))
 
 
-def _doh(config: Any, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock) -> Resolver:
-    # Imported here: only DoH legs pay for dnspython at start-up.
+def _doh(
+    config: Any,
+    budget: LegBudget,
+    on_failure: DnsFailureSink,
+    clock: Clock,
+    on_server_state: ServerStateSink,
+) -> Resolver:
+    # Imported here: only DoH legs pay for dnspython and httpcore2 at start-up.
     from t3probe.resolvers.doh import DohResolver
 
     assert isinstance(config, DohResolverConfig)
-    return DohResolver.from_config(config, on_failure=on_failure, clock=clock)
+    return DohResolver.from_config(
+        config, on_failure=on_failure, clock=clock, on_server_state=on_server_state
+    )
 
 
 RESOLVER_BUILDERS: dict[str, ResolverBuilder] = {
@@ -53,7 +70,11 @@ if _unpaired:
 
 
 def build_resolver(
-    leg: AnyLegConfig, budget: LegBudget, on_failure: DnsFailureSink, clock: Clock
+    leg: AnyLegConfig,
+    budget: LegBudget,
+    on_failure: DnsFailureSink,
+    clock: Clock,
+    on_server_state: ServerStateSink = ignore_server_state,
 ) -> Resolver:
     kind = leg.resolver.kind
     try:
@@ -63,4 +84,4 @@ def build_resolver(
         raise LookupError(
             f"leg {leg.name}: unknown resolver kind {kind!r} (known: {known})"
         ) from err
-    return builder(leg.resolver, budget, on_failure, clock)
+    return builder(leg.resolver, budget, on_failure, clock, on_server_state)

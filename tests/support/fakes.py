@@ -1,0 +1,33 @@
+"""Stand-ins for the clock and the DNS failure sink, for resolver tests."""
+
+from __future__ import annotations
+
+
+class FakeClock:
+    """Cache ages are asserted exactly, so the resolver's clock is moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Sink:
+    """Records every DNS failure reason, and every server state change, in order."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.states: list[tuple[str, bool]] = []
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def server_state(self, server: str, up: bool) -> None:
+        self.states.append((server, up))
