@@ -35,7 +35,7 @@ def test_budget_of_a_system_resolved_leg() -> None:
     connect = config.effective_connect_timeout
     assert budget.connect == connect
     assert budget.dns == pytest.approx(SYSTEM_RESOLVER_SHARE * connect)
-    assert budget.watchdog == budget.request == config.watchdog_seconds
+    assert budget.watchdog == config.watchdog_seconds
 
 
 def test_budget_of_a_doh_leg_is_its_servers_timeouts() -> None:

@@ -19,8 +19,6 @@ class LegBudget:
     dns: float
     # From the first DNS query to a usable connection (TCP, TLS, upgrade).
     connect: float
-    # One heartbeat request on an established connection (the HTTP leg's GET).
-    request: float
     # No successful answer for this long: a real client would have reconnected.
     watchdog: float
 
@@ -38,7 +36,6 @@ class LegBudget:
         return cls(
             dns=dns,
             connect=connect,
-            request=probe.watchdog_seconds,
             watchdog=probe.watchdog_seconds,
         )
 

@@ -90,7 +90,9 @@ class _LegResolver(AbstractResolver):
         return None
 
 
-def _phase_tracer(ctx: LegContext, progress: SessionProgress) -> aiohttp.TraceConfig:
+def _phase_tracer(
+    ctx: LegContext, progress: SessionProgress, *, watch_connection_loss: bool
+) -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     leg = ctx.leg.name
 
@@ -114,13 +116,14 @@ def _phase_tracer(ctx: LegContext, progress: SessionProgress) -> aiohttp.TraceCo
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
         connection = params.response.connection
-        closed = None
-        if connection is not None and connection.protocol is not None:
+        # Only a session of one connection (a WebSocket) needs it; a kept-alive one would
+        # add a callback to the same connection's future at every request.
+        if watch_connection_loss and connection is not None and connection.protocol is not None:
             closed = connection.protocol.closed
-        if closed is not None:
-            # Retrieved here so an unread loss never logs "exception was never retrieved".
-            closed.add_done_callback(_consume)
-        progress.connection_lost = closed
+            if closed is not None:
+                # Retrieved here so an unread loss never logs "exception was never retrieved".
+                closed.add_done_callback(_consume)
+            progress.connection_lost = closed
         required = ctx.leg.require_header
         # Raising inside a trace hook would leak the response; the leg checks this flag.
         if required is not None and required not in params.response.headers:
@@ -166,7 +169,7 @@ def open_session(
     )
     session = aiohttp.ClientSession(
         connector=connector,
-        trace_configs=[_phase_tracer(ctx, progress)],
+        trace_configs=[_phase_tracer(ctx, progress, watch_connection_loss=not keepalive)],
         auto_decompress=False,
         # Header sizes bounded: a hostile peer cannot make the probe buffer megabytes.
         max_line_size=8190,

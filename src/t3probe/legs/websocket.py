@@ -72,15 +72,14 @@ class WebSocketLeg:
                         ws_receive=None, ws_close=CLOSE_TIMEOUT_SECONDS
                     ),
                 )
-        except TimeoutError as err:
-            if self.progress.redirected is not None:
-                raise _redirect_refused(self.progress.redirected) from err
-            raise ctx.timed_out(self.progress.phase, budget, "connecting the WebSocket") from err
         except Exception as err:
             # Whatever happened at the redirect's target happened on a route that is not
             # this leg's: the redirect is the failure.
             if self.progress.redirected is not None:
                 raise _redirect_refused(self.progress.redirected) from err
+            if isinstance(err, TimeoutError):
+                phase = self.progress.phase
+                raise ctx.timed_out(phase, budget, "connecting the WebSocket") from err
             raise
         handshake_started = self.progress.handshake_started or started
         ctx.recorder.observe_connect_phase(
