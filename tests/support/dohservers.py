@@ -76,6 +76,10 @@ class RealDohServer:
         """Frozen: connections are accepted by the kernel and never answered."""
         os.kill(self.pid, signal.SIGSTOP)
         self.paused = True
+        # kill() returns before the stop takes effect: a thread busy on the other core
+        # can still answer the next query (seen once in CI). Frozen means every thread
+        # of the server has reached the stopped state.
+        _wait_until_stopped(self.pid)
         try:
             yield
         finally:
@@ -287,3 +291,24 @@ _COMMANDS: dict[str, Callable[[str, Path, Pki, int], list[str]]] = {
     "knot-resolver": _knot,
 }
 SERVERS = tuple(_COMMANDS)
+
+
+def _thread_states(pid: int) -> list[str]:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            stat = (task / "stat").read_text()
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+    return states
+
+
+def _wait_until_stopped(pid: int, timeout: float = _STOP_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _thread_states(pid)
+        if states and all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} not stopped after {timeout} s: {states}")
+        time.sleep(0.002)
