@@ -142,73 +142,216 @@ def _verdict(*legs: LegObservation) -> Verdict:
     return compute_verdict(legs, NOW, POLICY)
 
 
-def test_a_leg_just_back_from_an_outage_holds_before_it_clears_anything() -> None:
-    # LB fault healing: internal is back, cloudflare not yet. The gap must not blame the CDN.
-    internal = _obs("internal", "up", up_since=NOW - 1, recovered_from=Reason.CONNECT_REFUSED)
-    cloudflare = _obs("cloudflare", "down", Reason.CONNECT_REFUSED, last_failure_at=NOW - 2)
-    result = _verdict(cloudflare, internal, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("suspect", ("traefik", "dispatch"))
-    assert result.leg_status["internal"] is LegStatus.FAILING
+def _stalled_then(cloudflare_state: str, **times: Any) -> list[LegObservation]:
+    """Every leg dropped for the probe's own 3 s freeze 10 s ago; cloudflare then as given."""
+    stall = ((NOW - 10, Reason.PROBE_STALL),)
+    back: dict[str, Any] = {"up_since": NOW - 9, "recovered_from": Reason.PROBE_STALL}
+    internal = _obs("internal", "up", recent_drops=stall, last_success_at=NOW - 0.5, **back)
+    t3serve = _obs("t3serve", "up", recent_drops=stall, last_success_at=NOW - 0.5, **back)
+    return [_obs("cloudflare", cloudflare_state, recent_drops=stall, **times), internal, t3serve]
 
 
-def test_a_failure_older_than_a_neighbours_recovery_is_rechecking_not_evidence() -> None:
-    internal = _obs("internal", "up", up_since=NOW - 25, recovered_from=Reason.RESET)
-    cloudflare = _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 26)
-    result = _verdict(cloudflare, internal, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("unknown", ())
-    assert result.leg_status["cloudflare"] is LegStatus.RECHECKING
+_FLAP: dict[str, Any] = {
+    "recent_drops": ((NOW - 50, Reason.RESET), (NOW - 30, Reason.RTT_TIMEOUT)),
+    "up_since": NOW - 25,
+    "recovered_from": Reason.RTT_TIMEOUT,
+}
+_FRESH_DROP = _obs(
+    "cloudflare",
+    "down",
+    Reason.RTT_TIMEOUT,
+    recent_drops=((NOW - 0.5, Reason.RTT_TIMEOUT),),
+    last_failure_at=NOW - 0.5,
+)
 
-
-def test_a_failure_after_the_neighbours_recovery_convicts_its_own_segments() -> None:
-    internal = _obs("internal", "up", up_since=NOW - 25, recovered_from=Reason.RESET)
-    cloudflare = _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 1)
-    result = _verdict(cloudflare, internal, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("suspect", ("wan", "cf_edge", "cf_tunnel"))
-
-
-def test_a_flapping_leg_convicts_while_momentarily_up_and_clears_nothing() -> None:
-    drops = ((NOW - 50, Reason.RESET), (NOW - 30, Reason.RTT_TIMEOUT))
-    flap: dict[str, Any] = {
-        "recent_drops": drops,
-        "up_since": NOW - 25,
-        "recovered_from": Reason.RTT_TIMEOUT,
-    }
-    internal = _obs("internal", "up", **flap)
-    cloudflare = _obs("cloudflare", "up", **flap)
-    result = _verdict(cloudflare, internal, _obs("t3serve", "up"))
-    assert result.leg_status["internal"] is LegStatus.FLAPPING
-    assert (result.verdict, result.suspects) == ("suspect", ("traefik", "dispatch"))
-
-
-def test_one_drop_past_the_window_is_not_flapping() -> None:
-    once: dict[str, Any] = {"recent_drops": ((NOW - 30, Reason.RESET),), "up_since": NOW - 25}
-    cloudflare = _obs("cloudflare", "up", **once)
-    result = _verdict(cloudflare, _obs("internal", "up"), _obs("t3serve", "up"))
-    assert result.verdict == "infra_clean"
-
-
-def test_a_partial_fault_nobody_can_explain_is_inconclusive_never_an_empty_suspicion() -> None:
-    # One RST into internal while cloudflare, crossing the same LB, stayed up.
-    internal = _obs("internal", "up", recent_drops=((NOW - 5, Reason.RESET),), up_since=NOW - 4)
-    result = _verdict(_obs("cloudflare", "up"), internal, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects, result.unexplained) == (
+# The edges of a fault (issue #12): evidence with a time, flapping, the probe's own
+# failures. (name, legs, verdict, suspects, statuses the row is about, unexplained)
+TIMED_TABLE: list[
+    tuple[str, list[LegObservation], str, tuple[str, ...], dict[str, LegStatus], tuple[str, ...]]
+] = [
+    (
+        # LB fault healing: internal is back, cloudflare not yet. The gap must not blame
+        # the CDN.
+        "a leg just back from an outage holds before it clears anything",
+        [
+            _obs("cloudflare", "down", Reason.CONNECT_REFUSED, last_failure_at=NOW - 2),
+            _obs("internal", "up", up_since=NOW - 1, recovered_from=Reason.CONNECT_REFUSED),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"internal": LegStatus.FAILING},
+        (),
+    ),
+    (
+        "a failure older than a neighbour's recovery is rechecking, not evidence",
+        [
+            _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 26),
+            _obs("internal", "up", up_since=NOW - 25, recovered_from=Reason.RESET),
+            _obs("t3serve", "up"),
+        ],
+        "unknown",
+        (),
+        {"cloudflare": LegStatus.RECHECKING},
+        (),
+    ),
+    (
+        "a failure after the neighbour's recovery convicts its own segments",
+        [
+            _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 1),
+            _obs("internal", "up", up_since=NOW - 25, recovered_from=Reason.RESET),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("wan", "cf_edge", "cf_tunnel"),
+        {"cloudflare": LegStatus.FAILING},
+        (),
+    ),
+    (
+        # LB blackhole onset: cloudflare's watchdog ran out first; internal's last echo
+        # is older than that drop, so it cannot clear traefik/dispatch yet.
+        "a fresh drop a neighbour has not answered since is rechecking",
+        [
+            _FRESH_DROP,
+            _obs("internal", "up", up_since=NOW - 100, last_success_at=NOW - 1.5),
+            _obs("t3serve", "up"),
+        ],
+        "unknown",
+        (),
+        {"cloudflare": LegStatus.RECHECKING},
+        (),
+    ),
+    (
+        "the neighbour's next echo clears the shared segments: the CDN is convicted",
+        [
+            _FRESH_DROP,
+            _obs("internal", "up", up_since=NOW - 100, last_success_at=NOW - 0.1),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("wan", "cf_edge", "cf_tunnel"),
+        {"cloudflare": LegStatus.FAILING},
+        (),
+    ),
+    (
+        "a flapping leg convicts while momentarily up and clears nothing",
+        [_obs("cloudflare", "up", **_FLAP), _obs("internal", "up", **_FLAP), _obs("t3serve", "up")],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"internal": LegStatus.FLAPPING, "cloudflare": LegStatus.FLAPPING},
+        (),
+    ),
+    (
+        "one drop past the window is not flapping",
+        [
+            _obs("cloudflare", "up", recent_drops=((NOW - 30, Reason.RESET),), up_since=NOW - 25),
+            _obs("internal", "up"),
+            _obs("t3serve", "up"),
+        ],
+        "infra_clean",
+        (),
+        {"cloudflare": LegStatus.HEALTHY},
+        (),
+    ),
+    (
+        # One RST into internal while cloudflare, crossing the same LB, stayed up.
+        "a partial fault nobody can explain is inconclusive, never an empty suspicion",
+        [
+            _obs("cloudflare", "up"),
+            _obs("internal", "up", recent_drops=((NOW - 5, Reason.RESET),), up_since=NOW - 4),
+            _obs("t3serve", "up"),
+        ],
         "inconclusive",
         (),
+        {"internal": LegStatus.FAILING},
         ("internal",),
-    )
+    ),
+    (
+        "no network on the probe itself is probe_unhealthy",
+        [_obs(name, "down", Reason.PROBE_NETWORK, last_failure_at=NOW) for name in SEGMENTS],
+        "probe_unhealthy",
+        (),
+        {},
+        (),
+    ),
+    (
+        # With no route, a DoH leg cannot reach its resolver either: dns_failed beside
+        # the legs that fail on the probe's own network.
+        "no network with a leg that resolves first is still probe_unhealthy",
+        [
+            _obs("cloudflare", "down", Reason.DNS_FAILED, last_failure_at=NOW),
+            _obs("internal", "down", Reason.PROBE_NETWORK, last_failure_at=NOW),
+            _obs("t3serve", "down", Reason.PROBE_NETWORK, last_failure_at=NOW),
+        ],
+        "probe_unhealthy",
+        (),
+        {},
+        (),
+    ),
+    (
+        "the probe's own network error on one leg convicts nothing",
+        [
+            _obs("cloudflare", "down", Reason.PROBE_NETWORK, last_failure_at=NOW),
+            _obs("internal", "up"),
+            _obs("t3serve", "up"),
+        ],
+        "unknown",
+        (),
+        {"cloudflare": LegStatus.UNMEASURED},
+        (),
+    ),
+    (
+        "a DNS outage alone is no probe outage",
+        [
+            _obs("cloudflare", "down", Reason.DNS_FAILED, last_failure_at=NOW),
+            _obs("internal", "down", Reason.DNS_FAILED, last_failure_at=NOW),
+            _obs("t3serve", "down", Reason.DNS_FAILED, last_failure_at=NOW),
+        ],
+        "unknown",
+        (),
+        {"cloudflare": LegStatus.UNMEASURED},
+        (),
+    ),
+    (
+        # The probe froze 10 s ago and recovered (echoes flow again); a real fault on
+        # the CDN now is convicted at once, not hidden for the rest of the window.
+        "a stall that ended before echoes resumed exonerates no later fault",
+        _stalled_then("down", reason=Reason.RESET, up_since=None, last_failure_at=NOW - 1),
+        "suspect",
+        ("wan", "cf_edge", "cf_tunnel"),
+        {"cloudflare": LegStatus.FAILING, "internal": LegStatus.HEALTHY},
+        (),
+    ),
+    (
+        "a leg that has not answered since the stall is still the probe's",
+        _stalled_then("up", up_since=NOW - 11, last_success_at=NOW - 11),
+        "probe_unhealthy",
+        (),
+        {"cloudflare": LegStatus.STALLED, "internal": LegStatus.HEALTHY},
+        (),
+    ),
+]
 
 
-def test_no_network_on_the_probe_itself_is_probe_unhealthy() -> None:
-    legs = [_obs(name, "down", Reason.PROBE_NETWORK, last_failure_at=NOW) for name in SEGMENTS]
+@pytest.mark.parametrize(
+    ("legs", "verdict", "suspects", "statuses", "unexplained"),
+    [row[1:] for row in TIMED_TABLE],
+    ids=[row[0] for row in TIMED_TABLE],
+)
+def test_timed_attribution_table(
+    legs: list[LegObservation],
+    verdict: str,
+    suspects: tuple[str, ...],
+    statuses: dict[str, LegStatus],
+    unexplained: tuple[str, ...],
+) -> None:
     result = _verdict(*legs)
-    assert (result.verdict, result.suspects) == ("probe_unhealthy", ())
-
-
-def test_one_leg_on_the_probes_own_network_error_convicts_nothing() -> None:
-    cloudflare = _obs("cloudflare", "down", Reason.PROBE_NETWORK, last_failure_at=NOW)
-    result = _verdict(cloudflare, _obs("internal", "up"), _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("unknown", ())
-    assert result.leg_status["cloudflare"] is LegStatus.UNMEASURED
+    assert (result.verdict, result.suspects, result.unexplained) == (
+        verdict,
+        suspects,
+        unexplained,
+    )
+    assert {name: result.leg_status[name] for name in statuses} == statuses
 
 
 @pytest.mark.parametrize(
@@ -226,23 +369,3 @@ def test_a_control_leg_tells_the_uplink_from_everything_behind_it(
     legs = [control, down("ws", ("uplink", "lb")), down("backend", ("uplink", "backend"))]
     result = compute_verdict(legs, NOW, POLICY)
     assert (result.verdict, result.suspects) == ("suspect", suspects)
-
-
-def test_a_fresh_drop_a_neighbour_has_not_answered_since_is_rechecking() -> None:
-    # LB blackhole onset: cloudflare's watchdog ran out first; internal's last echo is
-    # older than that drop, so it cannot clear traefik/dispatch yet. Nobody is blamed.
-    cloudflare = _obs(
-        "cloudflare",
-        "down",
-        Reason.RTT_TIMEOUT,
-        recent_drops=((NOW - 0.5, Reason.RTT_TIMEOUT),),
-        last_failure_at=NOW - 0.5,
-    )
-    internal = _obs("internal", "up", up_since=NOW - 100, last_success_at=NOW - 1.5)
-    result = _verdict(cloudflare, internal, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("unknown", ())
-    assert result.leg_status["cloudflare"] is LegStatus.RECHECKING
-    # Its next echo arrives: now it clears the shared segments and the CDN is convicted.
-    answered = _obs("internal", "up", up_since=NOW - 100, last_success_at=NOW - 0.1)
-    result = _verdict(cloudflare, answered, _obs("t3serve", "up"))
-    assert (result.verdict, result.suspects) == ("suspect", ("wan", "cf_edge", "cf_tunnel"))

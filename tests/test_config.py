@@ -325,3 +325,15 @@ def test_process_and_test_suite_variables_are_not_config_typos(tmp_path: Path) -
         "T3PROBE_TEST_TIME_UNIT": "2",
     }
     assert load_config(_write(tmp_path, {"legs": [_leg()]}), environ).legs[0].name == "internal"
+
+
+def test_lab_timings_copied_into_a_config_load_with_a_scaled_stall_threshold(
+    tmp_path: Path,
+) -> None:
+    # The lab's 1 s heartbeat and 2 s watchdog, without probe_stall_seconds: a fixed
+    # default at or above the watchdog would refuse the config.
+    config = load_config(
+        _write(tmp_path, {"heartbeat_seconds": 1, "watchdog_seconds": 2, "legs": [_leg()]})
+    )
+    assert 0 < config.effective_probe_stall < config.watchdog_seconds
+    assert config.effective_probe_stall == pytest.approx(0.2)

@@ -27,8 +27,9 @@ the verdict ``inconclusive``, never ``suspect`` with nobody suspected.
 
 Reasons that say nothing about the path (``dns_failed``, ``route_mismatch``,
 ``internal_error``, ``probe_network``) make a leg *unmeasured*: it neither convicts nor
-exonerates. A drop caused by the probe's own stall, or every leg failing on the probe's
-own network, makes the whole verdict ``probe_unhealthy``.
+exonerates. A drop caused by the probe's own stall (until that leg has answered again),
+or every leg down with the probe's own network among the reasons and no path reason,
+makes the whole verdict ``probe_unhealthy``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _is_path(reason: Reason | None) -> bool:
 def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
     """The leg's own status, before rechecking (which depends on the other legs)."""
     recent = [reason for at, reason in leg.recent_drops if now - at <= policy.window]
-    if Reason.PROBE_STALL in recent or (leg.state == "down" and leg.reason == Reason.PROBE_STALL):
+    if _stalled(leg, now, policy):
         return LegStatus.STALLED
     if leg.state == "down" and _is_path(leg.reason):
         return LegStatus.FAILING
@@ -134,6 +135,21 @@ def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
     if leg.state == "unknown":
         return LegStatus.UNKNOWN
     return LegStatus.HEALTHY
+
+
+def _stalled(leg: LegObservation, now: float, policy: Policy) -> bool:
+    """The probe's own stall explains this leg's state, until the leg has answered since.
+
+    Once echoes flow again the stall is over: blaming it for the rest of the window
+    would hide (as ``probe_unhealthy``) a real fault that follows it.
+    """
+    if leg.state == "down":
+        return leg.reason is Reason.PROBE_STALL
+    stalls = [at for at, reason in leg.recent_drops if reason is Reason.PROBE_STALL]
+    if not stalls or now - stalls[-1] > policy.window:
+        return False
+    fresh = _freshness(leg)
+    return fresh is None or fresh <= stalls[-1]
 
 
 def _freshness(leg: LegObservation) -> float | None:
@@ -200,9 +216,13 @@ def _cover(failing: Sequence[LegObservation], candidates: set[str]) -> tuple[set
 
 
 def _probe_offline(legs: Sequence[LegObservation]) -> bool:
-    """Every leg is failing on the probe's own network: the probe, not the path."""
-    return bool(legs) and all(
-        leg.state == "down" and leg.reason is Reason.PROBE_NETWORK for leg in legs
+    """Every leg is down, none for a path reason, and some on the probe's own network:
+    the probe, not the path. With no route at all, legs that resolve names first fail
+    as ``dns_failed`` (their resolver is unreachable too) beside ``probe_network`` ones."""
+    return (
+        bool(legs)
+        and all(leg.state == "down" and not _is_path(leg.reason) for leg in legs)
+        and any(leg.reason is Reason.PROBE_NETWORK for leg in legs)
     )
 
 
