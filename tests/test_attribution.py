@@ -184,6 +184,64 @@ TIMED_TABLE: list[
         (),
     ),
     (
+        # LB fault healed: internal came back 25 s ago, cloudflare 18 s ago after a last
+        # failed attempt that began before internal was back. Its backoff is no evidence:
+        # the hysteresis must not turn into blaming the CDN once internal has held.
+        "a leg back from an outage is judged by its last failed attempt, not its return",
+        [
+            _obs(
+                "cloudflare",
+                "up",
+                recent_drops=((NOW - 40, Reason.RTT_TIMEOUT),),
+                up_since=NOW - 18,
+                recovered_from=Reason.CONNECT_TIMEOUT,
+                last_failure_at=NOW - 28,
+            ),
+            _obs(
+                "internal",
+                "up",
+                recent_drops=((NOW - 40, Reason.RTT_TIMEOUT),),
+                up_since=NOW - 25,
+                recovered_from=Reason.RTT_TIMEOUT,
+                last_failure_at=NOW - 30,
+            ),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"cloudflare": LegStatus.FAILING, "internal": LegStatus.HEALTHY},
+        (),
+    ),
+    (
+        # A dispatch restart closes both WebSocket legs at once; internal reconnects
+        # first. Once it has held for the window, it still must not clear the shared
+        # segments for cloudflare, which was dropped by the same restart.
+        "two legs dropped together: the one back first is a witness, not an alibi",
+        [
+            _obs(
+                "cloudflare",
+                "up",
+                recent_drops=((NOW - 26, Reason.CLOSED_BY_PEER),),
+                up_since=NOW - 19,
+                recovered_from=Reason.CLOSED_BY_PEER,
+                last_failure_at=NOW - 26.5,
+            ),
+            _obs(
+                "internal",
+                "up",
+                recent_drops=((NOW - 26, Reason.CLOSED_BY_PEER),),
+                up_since=NOW - 25.8,
+                recovered_from=Reason.CLOSED_BY_PEER,
+                last_failure_at=NOW - 26.4,
+            ),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"cloudflare": LegStatus.FAILING, "internal": LegStatus.HEALTHY},
+        (),
+    ),
+    (
         "a failure older than a neighbour's recovery is rechecking, not evidence",
         [
             _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 26),
@@ -198,8 +256,20 @@ TIMED_TABLE: list[
     (
         "a failure after the neighbour's recovery convicts its own segments",
         [
-            _obs("cloudflare", "down", Reason.RESET, last_failure_at=NOW - 1),
-            _obs("internal", "up", up_since=NOW - 25, recovered_from=Reason.RESET),
+            _obs(
+                "cloudflare",
+                "down",
+                Reason.RESET,
+                recent_drops=((NOW - 60, Reason.RESET),),
+                last_failure_at=NOW - 1,
+            ),
+            _obs(
+                "internal",
+                "up",
+                recent_drops=((NOW - 60, Reason.RESET),),
+                up_since=NOW - 25,
+                recovered_from=Reason.RESET,
+            ),
             _obs("t3serve", "up"),
         ],
         "suspect",
@@ -239,6 +309,34 @@ TIMED_TABLE: list[
         "suspect",
         ("traefik", "dispatch"),
         {"internal": LegStatus.FLAPPING, "cloudflare": LegStatus.FLAPPING},
+        (),
+    ),
+    (
+        # An intermittent LB fault ending: cloudflare's flap memory faded first. It has
+        # worked only since NOW - 44, while internal's flapping goes back to NOW - 50.
+        "a leg whose flap memory faded first clears nothing for a leg still flapping",
+        [
+            _obs(
+                "cloudflare",
+                "up",
+                recent_drops=((NOW - 70, Reason.RESET), (NOW - 45, Reason.RESET)),
+                up_since=NOW - 44,
+                recovered_from=Reason.RESET,
+            ),
+            _obs("internal", "up", **_FLAP),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"cloudflare": LegStatus.HEALTHY, "internal": LegStatus.FLAPPING},
+        (),
+    ),
+    (
+        "a leg that worked through a neighbour's whole flapping clears the shared segments",
+        [_obs("cloudflare", "up", **_FLAP), _obs("internal", "up"), _obs("t3serve", "up")],
+        "suspect",
+        ("wan", "cf_edge", "cf_tunnel"),
+        {"cloudflare": LegStatus.FLAPPING, "internal": LegStatus.HEALTHY},
         (),
     ),
     (

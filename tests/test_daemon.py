@@ -296,3 +296,34 @@ async def test_a_stall_that_ended_before_echoes_resumed_exonerates_nothing_later
             await socket.close(code=1011, message=b"real fault")
         down = await probe.wait_for("ws", "down")
         assert down.reason is Reason.CLOSED_BY_PEER, down.detail
+
+
+async def test_a_real_fault_after_a_long_stall_convicts_once_echoes_have_resumed(
+    peer: Peer,
+) -> None:
+    # The window is long, so the stall's drop is still inside it when the real fault
+    # comes: only the echoes since then may tell the two apart.
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")],
+        attribution_window_seconds=30.0,
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        time.sleep(config.watchdog_seconds * 1.5)  # noqa: ASYNC251 - the stall is the point
+        stalled = await probe.wait_for("ws", "down")
+        assert stalled.reason is Reason.PROBE_STALL
+        assert probe.probe.recorder.refresh_verdict().verdict == "probe_unhealthy"
+        back = len(probe.events)
+        await probe.wait_for("ws", "up", after=back - 1)
+        rtt_count = probe.metric("t3probe_rtt_seconds_count", leg="ws") or 0
+        await eventually(
+            lambda: (probe.metric("t3probe_rtt_seconds_count", leg="ws") or 0) >= rtt_count + 1,
+            within=2 * TIME_UNIT,
+        )
+        assert probe.probe.recorder.refresh_verdict().verdict == "infra_clean"
+        for socket in peer.sockets:
+            await socket.close(code=1011, message=b"real fault")
+        down = await probe.wait_for("ws", "down", after=back)
+        assert down.reason is Reason.CLOSED_BY_PEER, down.detail
+        verdict = probe.probe.recorder.refresh_verdict()
+        assert (verdict.verdict, verdict.suspects) == ("suspect", ("ws_path",))

@@ -42,3 +42,13 @@ def test_recent_drops_are_bounded_and_on_the_monotonic_clock() -> None:
         record.mark_down(Reason.RESET, float(index), 1000.0 + index)
     assert len(record.recent_drops) == RECENT_DROPS_PER_LEG
     assert record.recent_drops[-1][0] == 1000.0 + RECENT_DROPS_PER_LEG * 2 - 1
+
+
+def test_an_answer_dates_the_evidence_from_when_its_heartbeat_was_sent() -> None:
+    # A 2 s echo arriving at 110 shows the path worked at 108, not at 110: a neighbour
+    # that dropped at 109 is not contradicted by it.
+    record = LegRecord("ws", ("lb",))
+    record.mark_up(1.0, 100.0)
+    record.mark_success(2.0, 110.0)
+    assert record.observation().last_success_at == 108.0
+    assert record.last_rtt == 2.0

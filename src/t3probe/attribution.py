@@ -35,6 +35,7 @@ makes the whole verdict ``probe_unhealthy``.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -89,7 +90,7 @@ class LegObservation:
     recovered_from: Reason | None = None
     # While down: when its latest attempt failed.
     last_failure_at: float | None = None
-    # While up: when it last had a successful answer (an echo, a GET).
+    # While up: when the heartbeat (an echo, a GET) of its latest answer was sent.
     last_success_at: float | None = None
 
 
@@ -196,12 +197,92 @@ def _ordered(segments: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
     return tuple(segment for segment in order if segment in wanted)
 
 
-def _cover(failing: Sequence[LegObservation], candidates: set[str]) -> tuple[set[str], set[str]]:
-    """Greedy set cover of failing legs by candidate segments, keeping ties."""
-    uncovered = {leg.name for leg in failing}
-    covers = {
-        segment: {leg.name for leg in failing if segment in leg.segments} for segment in candidates
-    }
+def _clean_since(leg: LegObservation) -> float:
+    """Since when a healthy leg has worked without a break (-inf: it never broke)."""
+    times = [at for at, _ in leg.recent_drops[-1:]]
+    if leg.recovered_from is not None and leg.up_since is not None:
+        times.append(leg.up_since)
+    return max(times, default=-math.inf)
+
+
+def _failure_span(
+    leg: LegObservation, status: LegStatus, now: float, policy: Policy
+) -> tuple[float, float]:
+    """When a leg's evidence of failure was gathered: from the start of the attempt that
+    failed (the last answer before a drop, a failed connect's start) to its return (now
+    while down). A flapping leg's evidence is its drops over the flap window: only a leg
+    that worked through all of it contradicts them (flap memories fade at different
+    times when an intermittent fault ends). Backoff is no evidence either way."""
+    end = now if leg.state == "down" else (leg.up_since if leg.up_since is not None else now)
+    if status is LegStatus.FLAPPING:
+        flaps = [
+            at
+            for at, reason in leg.recent_drops
+            if now - at <= policy.flap_window and _is_path(reason)
+        ]
+        return min(flaps, default=now), end
+    # Its latest failed attempt: a leg down for long keeps gathering fresh evidence.
+    start = leg.last_failure_at
+    if start is None:
+        drops = [at for at, reason in leg.recent_drops if _is_path(reason)]
+        start = drops[-1] if drops else now
+    return start, max(start, end)
+
+
+def _witnesses(
+    spans: dict[str, tuple[float, float]], healthy: Sequence[LegObservation]
+) -> list[LegObservation]:
+    """Healthy legs that were themselves down for a path reason while a convicting leg's
+    evidence was gathered: the same fault seen earlier. Their outage explains the shared
+    segments (a dispatch restart or an LB fault healing: ``internal`` back first and
+    holding, ``cloudflare`` back later) instead of leaving only those they do not share."""
+    witnesses = []
+    for leg in healthy:
+        if not leg.recent_drops or not _is_path(leg.recent_drops[-1][1]):
+            continue
+        starts = [leg.recent_drops[-1][0]]
+        if leg.last_failure_at is not None:
+            starts.append(leg.last_failure_at)
+        broke, back = min(starts), _clean_since(leg)
+        if any(broke <= end and start < back for start, end in spans.values()):
+            witnesses.append(leg)
+    return witnesses
+
+
+def _candidates(
+    failing: Sequence[LegObservation],
+    healthy: Sequence[LegObservation],
+    statuses: dict[str, LegStatus],
+    now: float,
+    policy: Policy,
+) -> dict[str, set[str]]:
+    """The segments that may explain each convicting leg (and each witness of the same
+    fault): those no healthy leg contradicts. A healthy leg clears a segment only if it
+    was already working when the failure began to be seen."""
+    spans = {leg.name: _failure_span(leg, statuses[leg.name], now, policy) for leg in failing}
+    witnesses = _witnesses(spans, healthy)
+    for leg in witnesses:
+        spans[leg.name] = _failure_span(leg, LegStatus.FAILING, now, policy)
+    clean = {leg.name: _clean_since(leg) for leg in healthy}
+    result = {}
+    for leg in [*failing, *witnesses]:
+        cleared = {
+            segment
+            for other in healthy
+            if other is not leg and clean[other.name] <= spans[leg.name][0]
+            for segment in other.segments
+        }
+        result[leg.name] = set(leg.segments) - cleared
+    return result
+
+
+def _cover(candidates: dict[str, set[str]]) -> tuple[set[str], set[str]]:
+    """Greedy set cover of legs by their candidate segments, keeping ties."""
+    uncovered = set(candidates)
+    covers: dict[str, set[str]] = {}
+    for name, segments in candidates.items():
+        for segment in segments:
+            covers.setdefault(segment, set()).add(name)
     chosen: set[str] = set()
     while uncovered:
         gains = {segment: len(legs & uncovered) for segment, legs in covers.items()}
@@ -245,8 +326,9 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
     if by_status[LegStatus.STALLED] or _probe_offline(legs):
         return Verdict(VerdictName.PROBE_UNHEALTHY, leg_status=statuses, unobserved=unobserved)
     if failing:
-        candidates = {s for leg in failing for s in leg.segments} - healthy_segments
-        chosen, unexplained = _cover(failing, candidates)
+        candidates = _candidates(failing, by_status[LegStatus.HEALTHY], statuses, now, policy)
+        chosen, uncovered = _cover(candidates)
+        unexplained = uncovered & {leg.name for leg in failing}
         return Verdict(
             VerdictName.SUSPECT if chosen else VerdictName.INCONCLUSIVE,
             suspects=_ordered(chosen, order),

@@ -63,8 +63,11 @@ class LegRecord:
         return was_up
 
     def mark_success(self, rtt: float, monotonic: float) -> None:
+        """An answer arrived at ``monotonic`` after ``rtt``: the path is known to have
+        worked since the heartbeat was sent, not since the answer came. A slow echo of a
+        heartbeat sent before a neighbour's drop says nothing about the path after it."""
         self.last_rtt = rtt
-        self.last_success_at = monotonic
+        self.last_success_at = monotonic - rtt
 
     def observation(self) -> LegObservation:
         return LegObservation(

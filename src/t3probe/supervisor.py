@@ -64,7 +64,7 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failure = localise(classify(exc, leg.progress.phase), leg.progress)
+            failure = localise(classify(exc, leg.progress.phase), leg.progress, ctx.leg.host)
             if failure.reason is Reason.INTERNAL_ERROR:
                 log.exception("leg %s: internal error; restarting the leg", name)
         # Only a stall since the leg last succeeded can have caused this failure.

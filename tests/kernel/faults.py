@@ -22,6 +22,8 @@ from tests.kernel.topology import (
     IF_A_SERVER,
     IF_B_CLIENT,
     IF_B_SERVER,
+    IF_CLIENT_A,
+    IF_CLIENT_B,
     TLS_PORT,
     Topology,
 )
@@ -236,6 +238,24 @@ def link_down(router: Router) -> Fault:
             yield
         finally:
             topo.ip(role, "link", "set", _SERVER_SIDE[router], "up")
+            topo.add_routes()
+
+    return fault
+
+
+def client_offline() -> Fault:
+    """The probe's own host loses its network: both of the client's links go down, and
+    their routes with them (a container whose network vanished)."""
+
+    @contextlib.contextmanager
+    def fault(topo: Topology) -> Iterator[None]:
+        for ifname in (IF_CLIENT_A, IF_CLIENT_B):
+            topo.ip("client", "link", "set", ifname, "down")
+        try:
+            yield
+        finally:
+            for ifname in (IF_CLIENT_A, IF_CLIENT_B):
+                topo.ip("client", "link", "set", ifname, "up")
             topo.add_routes()
 
     return fault

@@ -226,7 +226,8 @@ def render(payload: dict[str, Any]) -> str:
         f" Python {machine['python']}, aiohttp {machine['aiohttp']}, time unit {unit:g};"
         f" {len(results)} rows in {payload['elapsed_seconds']:.0f} s wall. Times in"
         " seconds from the fault (from the legs' start for rows in place before it);"
-        " *@t* is the first drop. *Up* is heal → last leg up again (or back before the"
+        " *@t* is the first drop. *Up* is heal (complete: a killed process serving again)"
+        " → last leg up again (or back before the"
         " heal, through new flows), *clean* heal → verdict `infra_clean` again (—: never left,"
         " or already back).",
         "",
@@ -243,7 +244,8 @@ def render(payload: dict[str, Any]) -> str:
             lines.append(f"| `{row.name}` | run failed | | | | | no |")
             continue
         seen = observe(row, result)
-        found = result.get("problems", [])
+        # Judged again with today's table: a stored verdict may predate it.
+        found = problems(row, result, unit)
         slow = ", ".join(
             f"{name} {int(leg['slow_rtts'])}"
             for name, leg in seen["legs"].items()

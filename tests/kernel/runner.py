@@ -29,7 +29,7 @@ from tests.kernel.topology import (
     leg_states,
     topology,
 )
-from tests.kernel.truth import VERDICT_REFRESH, WINDOW, Row
+from tests.kernel.truth import VERDICT_REFRESH, WINDOW, Row, may_name
 
 DEFAULT_PARALLEL = 4
 BASELINE_TIMEOUT = 20.0
@@ -191,6 +191,8 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
     if result.get("error"):
         return {"error": result["error"]}
     heal = float(result["heal_at"])
+    # Recovery counts from the heal's completion: a restarted process must be serving.
+    healed = float(result.get("healed_at", heal))
     events = result["events"]
     legs: dict[str, dict[str, Any]] = {}
     for name in LEG_NAMES:
@@ -210,7 +212,7 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
             "first_down": downs[0]["t"] if downs else None,
             "first_reason": downs[0]["reason"] if downs else None,
             "first_detail": downs[0]["detail"] if downs else None,
-            "up_after_heal": (ups_after[0]["t"] - heal) if ups_after and downs else None,
+            "up_after_heal": (ups_after[0]["t"] - healed) if ups_after and downs else None,
             "up_at_end": last == "up" or (last is None and not row.at_start),
             "slow_rtts": result["slow_rtts"].get(name, 0.0),
         }
@@ -225,7 +227,7 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
                 reached = verdict["t"]
                 break
     clean_after = [
-        v["t"] - heal for v in verdicts if v["t"] >= heal and v["verdict"] == "infra_clean"
+        v["t"] - healed for v in verdicts if v["t"] >= heal and v["verdict"] == "infra_clean"
     ]
     downs_after_heal = [e for e in events if e["kind"] == "down" and e["t"] >= heal]
     ups = [e["t"] for e in events if e["kind"] == "up" and e["t"] >= heal]
@@ -244,7 +246,7 @@ def observe(row: Row, result: dict[str, Any]) -> dict[str, Any]:
         ],
         "verdict_clean_after_heal": clean_after[0] if clean_after else None,
         # None: every leg that dropped was already back before the heal.
-        "legs_up_after_heal": max(ups) - heal if ups else None,
+        "legs_up_after_heal": max(ups) - healed if ups else None,
         "drops_after_heal": len(downs_after_heal),
         "all_up_at_end": all(leg["up_at_end"] for leg in legs.values()),
         "final_verdict": verdicts[-1]["verdict"] if verdicts else None,
@@ -288,6 +290,7 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
         unexpected = [r for r in leg["reasons"] if r not in expect.allowed]
         if unexpected:
             found.append(f"{name} also dropped with {unexpected}, allowed {sorted(expect.allowed)}")
+    found.extend(_stray_verdicts(row, seen["verdicts_during"]))
     if row.verdict is not None:
         verdict, suspects = row.verdict
         if verdict == "infra_clean" and not suspects:
@@ -335,4 +338,21 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
         found.append(
             f"the verdict was clean again only {clean:.2f}s after healing > {clean_bound:.2f}s"
         )
+    return found
+
+
+def _stray_verdicts(row: Row, verdicts: list[tuple[float, str, list[str], list[str]]]) -> list[str]:
+    """Verdicts from the fault to the end of recovery that suspect nobody, or name a
+    segment the fault does not lie on (rows that assert no verdict say why)."""
+    found = []
+    allowed = may_name(row)
+    for t, verdict, suspects, _ in verdicts:
+        if verdict == "suspect" and not suspects:
+            found.append(f"the verdict at {t:.2f}s was suspect with nobody suspected")
+        stray = [segment for segment in suspects if segment not in allowed]
+        if stray and row.verdict is not None:
+            found.append(
+                f"the verdict at {t:.2f}s named {stray}, which the fault does not touch"
+                f" (it lies on {sorted(allowed)})"
+            )
     return found

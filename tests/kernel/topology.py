@@ -449,11 +449,14 @@ class Topology:
         return popen, log
 
     def _start(self, role: str, name: str, argv: Sequence[str], ready: str) -> Process:
+        # A restart appends to the same log: only what the new process wrote says ready.
+        log_path = self.workdir / f"{name}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         popen, log = self._spawn(role, name, argv)
         process = Process(name, popen, log)
         self.processes.append(process)
         deadline = time.monotonic() + 20.0
-        while ready not in process.log_tail(100_000):
+        while ready.encode() not in log.read_bytes()[offset:]:
             if not process.alive():
                 raise TopologyError(f"{name} exited {popen.returncode}: {process.log_tail()}")
             if time.monotonic() > deadline:

@@ -223,16 +223,33 @@ def _no_local_route(address: str) -> bool:
     return False
 
 
-def localise(failure: Classified, progress: SessionProgress) -> Classified:
-    """An unreachable target with no route from this very host is the probe's network.
+# Failures a vanished local route also produces: an unreachable errno, or silence (a
+# socket whose route went away mid-session just stops hearing back).
+_LOCALISABLE = frozenset(
+    {Reason.UNREACHABLE, Reason.RTT_TIMEOUT, Reason.CONNECT_TIMEOUT, Reason.IO_ERROR}
+)
+
+
+def _literal(host: str) -> tuple[str, ...]:
+    try:
+        return (str(ipaddress.ip_address(host)),)
+    except ValueError:
+        return ()
+
+
+def localise(failure: Classified, progress: SessionProgress, host: str = "") -> Classified:
+    """A failure towards a target this very host has no route to is the probe's network.
 
     The kernel reports a missing local route and a router's ICMP unreachable with the
-    same errno; only asking the routing table tells "my uplink is gone" from "a router
-    on the path said no".
+    same errno, and a route that vanished under an established connection only as
+    silence; only asking the routing table tells "my uplink is gone" from "a router on
+    the path said no" or "the path went quiet".
     """
-    if failure.reason is not Reason.UNREACHABLE or not progress.addresses:
+    # aiohttp never asks the resolver for an IP literal: then the URL's host is the address.
+    addresses = progress.addresses or _literal(host)
+    if failure.reason not in _LOCALISABLE or not addresses:
         return failure
-    if not all(_no_local_route(address) for address in progress.addresses):
+    if not all(_no_local_route(address) for address in addresses):
         return failure
-    detail = f"{failure.detail}; no route from this host to {', '.join(progress.addresses)}"
+    detail = f"{failure.detail}; no route from this host to {', '.join(addresses)}"
     return Classified(Reason.PROBE_NETWORK, detail[:MAX_DETAIL], failure.close_code)
