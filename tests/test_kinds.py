@@ -48,8 +48,9 @@ def test_budget_of_a_doh_leg_is_its_servers_timeouts() -> None:
     ("phase", "reason"),
     [
         ("dns", Reason.DNS_FAILED),
-        ("connect", Reason.CONNECT_TIMEOUT),
-        ("handshake", Reason.CONNECT_TIMEOUT),
+        ("tcp", Reason.CONNECT_TIMEOUT),
+        ("tls", Reason.CONNECT_TIMEOUT),
+        ("upgrade", Reason.CONNECT_TIMEOUT),
         ("session", Reason.RTT_TIMEOUT),
     ],
 )
