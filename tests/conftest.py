@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,10 @@ import aiohttp  # noqa: E402
 
 from t3probe.lab.backend import BackendServer, serve_backend  # noqa: E402
 from t3probe.lab.pki import Pki, make_pki  # noqa: E402
+from t3probe.resolvers.doh import DohResolver  # noqa: E402
 from tests.support.attribute import Topology  # noqa: E402
 from tests.support.env import IN_CI, TIME_UNIT  # noqa: E402
+from tests.support.fakes import FakeClock, MakeResolver, Sink  # noqa: E402
 from tests.support.harness import Peer, leg, probe_config, running_probe  # noqa: E402
 
 
@@ -91,3 +94,47 @@ async def topology() -> AsyncIterator[Topology]:
     finally:
         await edge.stop()
         await core.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def dns_timeout() -> float:
+    """A DoH server's timeout: long enough for a real server's HTTP/2 and TLS on a loaded
+    machine, short enough that a hung server costs the suite little."""
+    return 0.3 * TIME_UNIT
+
+
+@pytest.fixture
+async def make_resolver(
+    pki: Pki, clock: FakeClock, sink: Sink, dns_timeout: float
+) -> AsyncIterator[MakeResolver]:
+    """DoH resolvers trusting the test CA, on the fake clock, reporting into ``sink``."""
+    made: list[DohResolver] = []
+
+    def make(servers: list[str], **overrides: Any) -> DohResolver:
+        options: dict[str, Any] = {
+            "on_failure": sink,
+            "on_server_state": sink.server_state,
+            "timeout": dns_timeout,
+            "ssl_context": pki.client_context(),
+            "max_stale_seconds": 300.0,
+            "min_ttl_seconds": 1.0,
+            "clock": clock,
+        }
+        options.update(overrides)
+        resolver = DohResolver(servers, **options)
+        made.append(resolver)
+        return resolver
+
+    yield make
+    for resolver in made:
+        await resolver.close()

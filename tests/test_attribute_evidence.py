@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from t3probe.attribute import events, promql
+from t3probe.attribute import eventsource, promql
 from t3probe.attribute.http import base_url
 from t3probe.attribute.model import BadInput, SourceError, Window
 from t3probe.attribute.verdict import judge
@@ -196,7 +196,7 @@ def event(
 
 
 def test_events_replay_a_drop_inside_the_window() -> None:
-    ev = events.evidence(
+    ev = eventsource.evidence(
         "http://probe:9108",
         WINDOW,
         verdict(
@@ -252,13 +252,15 @@ def test_events_state_through_the_window(
     state: str,
     reason: Reason | None,
 ) -> None:
-    ev = events.evidence("u", WINDOW, verdict(a=leg_now), {"events": leg_events}, END)
+    ev = eventsource.evidence("u", WINDOW, verdict(a=leg_now), {"events": leg_events}, END)
     (a,) = ev.legs
     assert (a.connected_throughout, a.state, a.reason) == (connected, state, reason)
 
 
 def test_events_notes_say_what_the_source_cannot_give() -> None:
-    ev = events.evidence("u", WINDOW, verdict(a=current("up", 900.0)), {"events": []}, END + 30)
+    ev = eventsource.evidence(
+        "u", WINDOW, verdict(a=current("up", 900.0)), {"events": []}, END + 30
+    )
     notes = " / ".join(ev.notes)
     assert "RTT percentiles are not in /events" in notes
     assert "does not list each leg's segments" in notes
@@ -277,7 +279,7 @@ def test_events_notes_say_what_the_source_cannot_give() -> None:
 )
 def test_malformed_probe_answers_are_source_errors(verdict_doc: Any, events_doc: Any) -> None:
     with pytest.raises(SourceError):
-        events.evidence("u", WINDOW, verdict_doc, events_doc, END)
+        eventsource.evidence("u", WINDOW, verdict_doc, events_doc, END)
 
 
 @pytest.mark.parametrize(

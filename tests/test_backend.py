@@ -8,7 +8,7 @@ import contextlib
 import aiohttp
 import pytest
 
-from t3probe.lab.backend import BackendServer, serve_backend
+from t3probe.lab.backend import BackendFault, BackendServer, serve_backend
 
 HOST = "127.0.0.1"
 
@@ -138,3 +138,18 @@ async def test_stop_releases_stalled_requests(session: aiohttp.ClientSession) ->
     finally:
         await asyncio.wait_for(backend.stop(), 3)
     assert await asyncio.wait_for(pending, 2) == 200
+
+
+async def test_every_backend_fault_is_held_as_its_enum_member(backend: BackendServer) -> None:
+    params: dict[BackendFault, dict[str, object]] = {
+        BackendFault.TRICKLE: {"bytes_per_second": 10},
+        BackendFault.STATUS: {"code": 503},
+    }
+    for fault in BackendFault:
+        backend.set_fault(fault.value, **params.get(fault, {}))
+        assert backend.fault is not None and backend.fault.name is fault
+    backend.clear_fault()
+    # An error names the fault as the API spells it, not as a Python enum.
+    already = pytest.raises(RuntimeError, match="fault 'stall' is already")
+    with backend.stall(), already, backend.status(500):
+        pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from t3probe.lab.pki import Pki
 from t3probe.reasons import ProbeFailure, Reason
 from t3probe.resolvers.base import Resolution
-from t3probe.resolvers.doh import DohResolver
+from t3probe.resolvers.doh import DEFAULT_SERVER_BACKOFF_SECONDS, DohResolver
 from t3probe.resolvers.dohclient import DohClient
 from t3probe.resolvers.dohwire import MAX_CNAME_DEPTH
 from tests.support.dohservers import (
@@ -38,10 +38,11 @@ from tests.support.dohservers import (
     start,
 )
 from tests.support.env import TIME_UNIT
-from tests.support.fakes import FakeClock, Sink
+from tests.support.fakes import FakeClock, MakeResolver, Sink
 from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
 
-BACKOFF = 30.0
+# The resolver's default: the make_resolver fixture leaves it alone.
+BACKOFF = DEFAULT_SERVER_BACKOFF_SECONDS
 
 
 class Launcher:
@@ -69,51 +70,6 @@ def real(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launche
         yield launcher
     finally:
         launcher.stop()
-
-
-@pytest.fixture
-def dns_timeout() -> float:
-    return 0.3 * TIME_UNIT
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-MakeResolver = Callable[..., DohResolver]
-
-
-@pytest.fixture
-async def make_resolver(
-    pki: Pki, clock: FakeClock, sink: Sink, dns_timeout: float
-) -> AsyncIterator[MakeResolver]:
-    made: list[DohResolver] = []
-
-    def make(servers: list[str], **overrides: Any) -> DohResolver:
-        options: dict[str, Any] = {
-            "on_failure": sink,
-            "on_server_state": sink.server_state,
-            "timeout": dns_timeout,
-            "ssl_context": pki.client_context(),
-            "max_stale_seconds": 300.0,
-            "min_ttl_seconds": 1.0,
-            "server_backoff_seconds": BACKOFF,
-            "clock": clock,
-        }
-        options.update(overrides)
-        resolver = DohResolver(servers, **options)
-        made.append(resolver)
-        return resolver
-
-    yield make
-    for resolver in made:
-        await resolver.close()
 
 
 async def _fails(resolver: DohResolver, host: str) -> ProbeFailure:

@@ -7,7 +7,7 @@ import base64
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,14 +22,11 @@ from t3probe.resolvers.base import Resolution
 from t3probe.resolvers.doh import DohResolver
 from t3probe.resolvers.dohclient import DohClient
 from t3probe.resolvers.dohwire import build_query, parse_answer
-from tests.support.fakes import FakeClock, Sink
+from tests.support.fakes import FakeClock, MakeResolver, Sink
 
 HOST = "t3.lab.test"
 ADDRESS = "127.0.0.2"
 TTL = 60
-
-
-MakeResolver = Callable[..., DohResolver]
 
 
 @pytest.fixture
@@ -44,46 +41,6 @@ async def servers(pki: Pki) -> AsyncIterator[list[DohServer]]:
     finally:
         for server in started:
             await server.stop()
-
-
-@pytest.fixture
-def dns_timeout(time_unit: float) -> float:
-    return 0.2 * time_unit
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-async def make_resolver(
-    pki: Pki, clock: FakeClock, sink: Sink, dns_timeout: float
-) -> AsyncIterator[MakeResolver]:
-    made: list[DohResolver] = []
-
-    def make(servers: list[str], **overrides: Any) -> DohResolver:
-        options: dict[str, Any] = {
-            "on_failure": sink,
-            "timeout": dns_timeout,
-            "ssl_context": pki.client_context(),
-            "max_stale_seconds": 300.0,
-            "min_ttl_seconds": 5.0,
-            "clock": clock,
-        }
-        options.update(overrides)
-        resolver = DohResolver(servers, **options)
-        made.append(resolver)
-        return resolver
-
-    yield make
-    for resolver in made:
-        await resolver.close()
 
 
 def _urls(servers: list[DohServer]) -> list[str]:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from t3probe.echo import serve_echo
-from t3probe.lab.faultproxy import FaultProxy
+from t3probe.lab.faultproxy import FaultProxy, ProxyFault
 from tests.support.harness import eventually
 
 HOST = "127.0.0.1"
@@ -337,6 +337,21 @@ async def test_context_managers_do_not_stack(proxy: FaultProxy) -> None:
     with proxy.latency(10), pytest.raises(RuntimeError, match="already active"), proxy.reset():
         pass
     assert proxy.fault is None
+
+
+async def test_every_fault_is_held_as_its_enum_member(proxy: FaultProxy) -> None:
+    params: dict[ProxyFault, dict[str, object]] = {
+        ProxyFault.LATENCY: {"ms": 1},
+        ProxyFault.HALF_OPEN: {"direction": "upstream"},
+    }
+    for fault in ProxyFault:
+        proxy.set_fault(fault.value, **params.get(fault, {}))
+        assert proxy.fault is not None and proxy.fault.name is fault
+    proxy.clear_fault()
+    # An error names the fault as the API spells it, not as a Python enum.
+    already = pytest.raises(RuntimeError, match="fault 'blackhole' is already")
+    with proxy.blackhole(), already, proxy.reset():
+        pass
 
 
 async def test_several_loopback_addresses_share_a_port(target: TcpTarget, connect: Connect) -> None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from t3probe.config import LEG_KINDS, RESOLVER_KINDS, build_config
+from t3probe.config import (
+    LEG_CONFIGS,
+    LEG_KINDS,
+    RESOLVER_KINDS,
+    AnyLegConfig,
+    HttpLegConfig,
+    LegConfig,
+    WebSocketLegConfig,
+    build_config,
+)
 from t3probe.legs.budget import SYSTEM_RESOLVER_SHARE, LegBudget, timeout_failure
 from t3probe.legs.http import HttpLeg
 from t3probe.legs.registry import LEG_FACTORIES
@@ -18,6 +29,13 @@ def test_every_config_kind_has_exactly_one_implementation() -> None:
     assert set(LEG_FACTORIES) == set(LEG_KINDS) == {"websocket", "http"}
     assert LEG_FACTORIES["websocket"] is WebSocketLeg and LEG_FACTORIES["http"] is HttpLeg
     assert set(RESOLVER_BUILDERS) == set(RESOLVER_KINDS) == {"system", "pinned", "doh"}
+
+
+def test_the_parsed_and_the_typed_leg_unions_list_the_same_classes() -> None:
+    # The typed union is the one to edit; the parsed one and the kind table follow it.
+    assert set(get_args(AnyLegConfig)) == {WebSocketLegConfig, HttpLegConfig}
+    assert set(get_args(get_args(LegConfig)[0])) == set(get_args(AnyLegConfig))
+    assert set(LEG_CONFIGS.values()) == set(get_args(AnyLegConfig))
 
 
 def test_build_config_ignores_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,8 +66,9 @@ def test_budget_of_a_doh_leg_is_its_servers_timeouts() -> None:
     ("phase", "reason"),
     [
         ("dns", Reason.DNS_FAILED),
-        ("connect", Reason.CONNECT_TIMEOUT),
-        ("handshake", Reason.CONNECT_TIMEOUT),
+        ("tcp", Reason.CONNECT_TIMEOUT),
+        ("tls", Reason.CONNECT_TIMEOUT),
+        ("upgrade", Reason.CONNECT_TIMEOUT),
         ("session", Reason.RTT_TIMEOUT),
     ],
 )

@@ -38,3 +38,45 @@ def test_no_test_module_imports_another_test_module() -> None:
                 if node.module.startswith("tests.") and name.startswith("test_"):
                     offenders.append(f"{path.relative_to(TESTS)} imports {node.module}")
     assert offenders == []
+
+
+def _fixture_names(tree: ast.Module) -> list[str]:
+    """Names of the fixtures a module defines: ``@pytest.fixture`` with or without
+    arguments, named by the function or by ``name=``."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            call = decorator if isinstance(decorator, ast.Call) else None
+            target = call.func if call is not None else decorator
+            if ast.unparse(target) not in ("pytest.fixture", "fixture"):
+                continue
+            name = node.name
+            for keyword in call.keywords if call is not None else []:
+                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                    name = str(keyword.value.value)
+            names.append(name)
+    return names
+
+
+def test_no_fixture_is_defined_twice() -> None:
+    """One definition per fixture: a copy in a second module drifts from the first, and a
+    module that shadows a conftest fixture silently changes what its tests get."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        if path.name.startswith("test_") or path.name == "conftest.py":
+            for name in _fixture_names(ast.parse(path.read_text())):
+                where.setdefault(name, []).append(str(path.relative_to(TESTS)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
+def test_the_fixture_check_sees_every_decorator_form() -> None:
+    source = (
+        "import pytest\n"
+        "@pytest.fixture\ndef plain(): ...\n"
+        "@pytest.fixture(scope='module')\nasync def called(): ...\n"
+        "@pytest.fixture(name='renamed')\ndef _impl(): ...\n"
+        "def helper(): ...\n"
+    )
+    assert _fixture_names(ast.parse(source)) == ["plain", "called", "renamed"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.support.artifacts import all_rules, recording_names
-from tests.support.contract import DROP_REASONS, VERDICTS
+from tests.support.contract import CONNECT_PHASES, DROP_REASONS, VERDICTS
 from tests.support.ops_queries import dashboard_queries, runbook_queries, scaling_queries
 
 # The metric contract (README.md and docs), by type.
@@ -55,3 +55,5 @@ def test_queries_only_use_contract_metrics_and_reasons() -> None:
                 assert set(reason.split("|")) <= DROP_REASONS, f"{source}: reason {reason}"
             for verdict in re.findall(r"verdict\s*!?=~?\s*\"([^\"]*)\"", query):
                 assert set(verdict.split("|")) <= VERDICTS, f"{source}: verdict {verdict}"
+            for phase in re.findall(r"phase\s*!?=~?\s*\"([^\"]*)\"", query):
+                assert set(phase.split("|")) <= CONNECT_PHASES, f"{source}: phase {phase}"

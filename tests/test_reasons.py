@@ -11,7 +11,15 @@ from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
 from t3probe.legs.classify import classify
-from t3probe.reasons import NON_PATH_REASONS, DnsFailure, Phase, ProbeFailure, Reason
+from t3probe.reasons import (
+    CONNECT_PHASES,
+    NON_PATH_REASONS,
+    DnsFailure,
+    Phase,
+    ProbeFailure,
+    Reason,
+)
+from tests.support.contract import CONNECT_PHASES as CONTRACT_CONNECT_PHASES
 from tests.support.contract import DNS_FAILURES, DROP_REASONS
 
 KEY = ConnectionKey("t3.example.test", 443, True, True, None, None, None, None)
@@ -31,34 +39,35 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
     (
         "refused",
         _connector_error(ConnectionRefusedError(111, "refused")),
-        "connect",
+        "tcp",
         Reason.CONNECT_REFUSED,
     ),
     (
         "reset while connecting",
         _connector_error(ConnectionResetError(104, "reset")),
-        "connect",
+        "tcp",
         Reason.RESET,
     ),
-    ("unreachable", _connector_error(OSError(113, "no route")), "connect", Reason.UNREACHABLE),
-    ("net unreachable", _connector_error(OSError(101, "no net")), "connect", Reason.UNREACHABLE),
+    ("unreachable", _connector_error(OSError(113, "no route")), "tcp", Reason.UNREACHABLE),
+    ("net unreachable", _connector_error(OSError(101, "no net")), "tcp", Reason.UNREACHABLE),
     (
         "local firewall",
         _connector_error(PermissionError(1, "denied")),
-        "connect",
+        "tcp",
         Reason.PROBE_NETWORK,
     ),
-    ("no descriptors", _connector_error(OSError(24, "too many")), "connect", Reason.PROBE_NETWORK),
+    ("no descriptors", _connector_error(OSError(24, "too many")), "tcp", Reason.PROBE_NETWORK),
     ("no buffers", OSError(105, "no buffer space"), "session", Reason.PROBE_NETWORK),
-    ("reset on write", aiohttp.ClientOSError(104, "reset by peer"), "handshake", Reason.RESET),
-    ("other io", _connector_error(OSError(5, "i/o")), "connect", Reason.IO_ERROR),
-    ("connect timeout", TimeoutError(), "connect", Reason.CONNECT_TIMEOUT),
-    ("handshake timeout", TimeoutError(), "handshake", Reason.CONNECT_TIMEOUT),
+    ("reset on write", aiohttp.ClientOSError(104, "reset by peer"), "upgrade", Reason.RESET),
+    ("other io", _connector_error(OSError(5, "i/o")), "tcp", Reason.IO_ERROR),
+    ("connect timeout", TimeoutError(), "tcp", Reason.CONNECT_TIMEOUT),
+    ("tls handshake timeout", TimeoutError(), "tls", Reason.CONNECT_TIMEOUT),
+    ("handshake timeout", TimeoutError(), "upgrade", Reason.CONNECT_TIMEOUT),
     ("session timeout", TimeoutError(), "session", Reason.RTT_TIMEOUT),
     (
         "certificate",
         aiohttp.ClientConnectorCertificateError(KEY, ssl.CertificateError("name")),
-        "connect",
+        "tcp",
         Reason.TLS_ERROR,
     ),
     ("raw ssl error", ssl.SSLError(1, "bad record mac"), "session", Reason.TLS_ERROR),
@@ -75,7 +84,7 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
             (),
             status=503,
         ),
-        "handshake",
+        "upgrade",
         Reason.HANDSHAKE_REJECTED,
     ),
     (
@@ -92,11 +101,11 @@ CASES: list[tuple[str, BaseException, Phase, Reason]] = [
     ("generic client error", aiohttp.ClientError("odd"), "session", Reason.IO_ERROR),
     ("generic os error", OSError(5, "EIO"), "session", Reason.IO_ERROR),
     ("a bug", KeyError("oops"), "session", Reason.INTERNAL_ERROR),
-    ("another bug", TypeError("bad"), "connect", Reason.INTERNAL_ERROR),
+    ("another bug", TypeError("bad"), "tcp", Reason.INTERNAL_ERROR),
     (
         "explicit",
         ProbeFailure(Reason.ROUTE_MISMATCH, "cf-ray missing"),
-        "handshake",
+        "upgrade",
         Reason.ROUTE_MISMATCH,
     ),
 ]
@@ -117,6 +126,21 @@ def test_close_code_travels_in_the_classification_not_the_reason() -> None:
 def test_detail_is_bounded_whatever_the_peer_sent() -> None:
     failure = classify(OSError(5, "x" * 10_000), "session")
     assert len(failure.detail) <= 300
+
+
+@pytest.mark.parametrize("phase", ["dns", "tcp", "tls", "upgrade"])
+def test_a_connect_failure_names_its_phase_within_the_bound(phase: Phase) -> None:
+    failure = classify(_connector_error(ConnectionResetError(104, "x" * 10_000)), phase)
+    assert failure.detail.endswith(f" (phase {phase})")
+    assert len(failure.detail) <= 300
+
+
+def test_a_session_failure_names_no_phase() -> None:
+    assert "phase" not in classify(ConnectionResetError(104, "reset"), "session").detail
+
+
+def test_the_connect_phases_are_the_contract() -> None:
+    assert set(CONNECT_PHASES) == CONTRACT_CONNECT_PHASES
 
 
 def test_the_dns_failure_set_is_the_contract() -> None:

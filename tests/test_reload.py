@@ -74,7 +74,7 @@ class CountingEcho:
 
 
 @pytest.fixture
-async def echo() -> AsyncIterator[CountingEcho]:
+async def counting_echo() -> AsyncIterator[CountingEcho]:
     server = await CountingEcho().start()
     yield server
     await server.stop()
@@ -168,16 +168,16 @@ def test_a_new_listen_address_is_refused() -> None:
 
 
 async def test_reload_keeps_unchanged_legs_and_swaps_the_rest(
-    echo: CountingEcho, tmp_path: Path
+    counting_echo: CountingEcho, tmp_path: Path
 ) -> None:
     path = tmp_path / "probe.yaml"
     _write(
         path,
         _config(
             [
-                leg("kept", echo.url("kept")),
-                leg("gone", echo.url("gone"), segments=["gone_path", "shared"]),
-                leg("changed", echo.url("changed")),
+                leg("kept", counting_echo.url("kept")),
+                leg("gone", counting_echo.url("gone"), segments=["gone_path", "shared"]),
+                leg("changed", counting_echo.url("changed")),
             ]
         ),
     )
@@ -194,9 +194,11 @@ async def test_reload_keeps_unchanged_legs_and_swaps_the_rest(
             path,
             _config(
                 [
-                    leg("kept", echo.url("kept")),
-                    leg("changed", echo.url("changed"), segments=["changed_path", "shared"]),
-                    leg("added", echo.url("added")),
+                    leg("kept", counting_echo.url("kept")),
+                    leg(
+                        "changed", counting_echo.url("changed"), segments=["changed_path", "shared"]
+                    ),
+                    leg("added", counting_echo.url("added")),
                 ]
             ),
         )
@@ -207,17 +209,17 @@ async def test_reload_keeps_unchanged_legs_and_swaps_the_rest(
         await asyncio.sleep(SETTLE_SECONDS)
 
         # Untouched: one connection ever, never closed, no event since the reload.
-        assert echo.connections["kept"] == 1
-        assert echo.close_codes["kept"] == []
+        assert counting_echo.connections["kept"] == 1
+        assert counting_echo.close_codes["kept"] == []
         assert [e for e in probe.events[events_before:] if e.leg == "kept"] == []
         # Removed: closed as going away, not dropped, and every series of it gone.
-        await eventually(lambda: echo.close_codes["gone"] == [1001], 2 * TIME_UNIT)
+        await eventually(lambda: counting_echo.close_codes["gone"] == [1001], 2 * TIME_UNIT)
         assert [e for e in probe.events[events_before:] if e.leg == "gone"] == []
         assert _series_with(registry, "leg", "gone") == []
         assert probe.metric("t3probe_segment_suspected", segment="gone_path") is None
         # Changed: the old connection went away with 1001, a new one serves the new config.
-        assert echo.connections["changed"] == 2
-        assert echo.close_codes["changed"] == [1001]
+        assert counting_echo.connections["changed"] == 2
+        assert counting_echo.close_codes["changed"] == [1001]
         assert probe.metric("t3probe_segment_suspected", segment="changed_path") == 0
         assert probe.metric("t3probe_segment_suspected", segment="shared") == 0
         # Added: up, its series exported, and the verdict knows all three legs.
@@ -241,16 +243,16 @@ async def test_reload_keeps_unchanged_legs_and_swaps_the_rest(
     ids=["yaml", "invalid", "listen"],
 )
 async def test_a_bad_config_is_rejected_whole_and_the_old_one_keeps_running(
-    echo: CountingEcho, tmp_path: Path, text: str | None, error: str
+    counting_echo: CountingEcho, tmp_path: Path, text: str | None, error: str
 ) -> None:
     path = tmp_path / "probe.yaml"
-    good = _config([leg("kept", echo.url("kept"))])
+    good = _config([leg("kept", counting_echo.url("kept"))])
     _write(path, good)
     async with _reloadable(path) as probe:
         await probe.wait_for("kept", "up")
         stamp = probe.metric("t3probe_config_last_reload_success_timestamp_seconds")
         if text is None:
-            _write(path, _config([leg("kept", echo.url("kept"))], listen="127.0.0.1:1"))
+            _write(path, _config([leg("kept", counting_echo.url("kept"))], listen="127.0.0.1:1"))
         else:
             path.write_text(text)
         result = await probe.probe.reload()
@@ -260,20 +262,20 @@ async def test_a_bad_config_is_rejected_whole_and_the_old_one_keeps_running(
         assert probe.metric("t3probe_config_last_reload_success_timestamp_seconds") == stamp
         assert probe.probe.config == good
         await asyncio.sleep(SETTLE_SECONDS)
-        assert echo.connections["kept"] == 1
+        assert counting_echo.connections["kept"] == 1
         assert probe.metric("t3probe_connected", leg="kept") == 1
 
         _write(path, good)
         assert (await probe.probe.reload()).ok
         assert probe.metric("t3probe_config_last_reload_successful") == 1
-        assert echo.connections["kept"] == 1
+        assert counting_echo.connections["kept"] == 1
 
 
 async def test_post_reload_answers_200_or_500_with_the_reason(
-    echo: CountingEcho, tmp_path: Path
+    counting_echo: CountingEcho, tmp_path: Path
 ) -> None:
     path = tmp_path / "probe.yaml"
-    _write(path, _config([leg("kept", echo.url("kept"))]))
+    _write(path, _config([leg("kept", counting_echo.url("kept"))]))
     async with _reloadable(path) as probe, aiohttp.ClientSession() as client:
         await probe.wait_for("kept", "up")
         url = f"http://127.0.0.1:{probe.probe.port}/-/reload"
@@ -286,15 +288,15 @@ async def test_post_reload_answers_200_or_500_with_the_reason(
             assert "legs" in await response.text()
         async with client.get(url) as response:
             assert response.status == 405
-    assert echo.connections["kept"] == 1
+    assert counting_echo.connections["kept"] == 1
 
 
 async def test_sighup_reloads_the_daemon_instead_of_killing_it(
-    echo: CountingEcho, tmp_path: Path
+    counting_echo: CountingEcho, tmp_path: Path
 ) -> None:
     port = free_port()
     path = tmp_path / "probe.yaml"
-    legs = [leg("kept", echo.url("kept"))]
+    legs = [leg("kept", counting_echo.url("kept"))]
     _write(path, _config(legs, listen=f"127.0.0.1:{port}"))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -312,7 +314,10 @@ async def test_sighup_reloads_the_daemon_instead_of_killing_it(
         async with asyncio.timeout(10 * TIME_UNIT):
             first = json.loads(await process.stdout.readline())
         assert (first["leg"], first["kind"]) == ("kept", "up")
-        _write(path, _config([*legs, leg("added", echo.url("added"))], listen=f"127.0.0.1:{port}"))
+        _write(
+            path,
+            _config([*legs, leg("added", counting_echo.url("added"))], listen=f"127.0.0.1:{port}"),
+        )
         process.send_signal(signal.SIGHUP)
         async with asyncio.timeout(10 * TIME_UNIT):
             second = json.loads(await process.stdout.readline())
@@ -325,13 +330,13 @@ async def test_sighup_reloads_the_daemon_instead_of_killing_it(
         assert "t3probe_config_last_reload_successful 1.0" in metrics
         assert 't3probe_connected{leg="added"} 1.0' in metrics
         assert process.returncode is None
-        assert echo.connections["kept"] == 1
+        assert counting_echo.connections["kept"] == 1
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(5):
             _, stderr = await process.communicate()
         assert process.returncode == 0, stderr.decode()
         assert b"config reloaded" in stderr
-        assert echo.close_codes["kept"] == [1001]
+        assert counting_echo.close_codes["kept"] == [1001]
     finally:
         if process.returncode is None:
             process.kill()

@@ -208,9 +208,10 @@ class HttpLegConfig(_LegBase):
         return status in self.expected_status
 
 
-# A new leg kind adds its class here (and its factory in t3probe.legs.registry).
-LegConfig = Annotated[WebSocketLegConfig | HttpLegConfig, Field(discriminator="kind")]
+# A new leg kind adds its class here (and its factory in t3probe.legs.registry): the
+# plain union types the code, the discriminated one below parses configs.
 AnyLegConfig = WebSocketLegConfig | HttpLegConfig
+LegConfig = Annotated[AnyLegConfig, Field(discriminator="kind")]
 
 
 def _by_tag(union: Any) -> dict[str, type[BaseModel]]:

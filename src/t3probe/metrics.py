@@ -21,12 +21,11 @@ from t3probe.config import (
     PinnedResolverConfig,
     ProbeConfig,
 )
-from t3probe.reasons import DnsFailure, Reason
+from t3probe.reasons import CONNECT_PHASES, DnsFailure, Reason
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 7 * 86400.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CONNECT_PHASES = ("dns", "connect", "handshake")
 VERDICTS = tuple(verdict.value for verdict in VerdictName)
 DNS_FAILURE_REASONS = tuple(reason.value for reason in DnsFailure)
 
@@ -71,7 +70,7 @@ class ProbeMetrics:
         )
         self.connect_duration = Histogram(
             "t3probe_connect_duration_seconds",
-            "Duration of each connection phase: dns, connect (TCP+TLS), handshake",
+            "Duration of each connection phase: dns, tcp, tls, upgrade (WebSocket)",
             ["leg", "phase"],
             buckets=RTT_BUCKETS,
             registry=registry,

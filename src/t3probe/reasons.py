@@ -16,7 +16,12 @@ from typing import Literal
 
 MAX_DETAIL = 300
 
-Phase = Literal["dns", "connect", "handshake", "session"]
+# Where an attempt is: resolving, the TCP connect, the TLS handshake, the WebSocket upgrade
+# (its HTTP request and 101), then the session. Named in every connect failure's detail:
+# a SYN lost and a TLS handshake stalled are both connect timeouts, on different segments.
+Phase = Literal["dns", "tcp", "tls", "upgrade", "session"]
+# The phases before the session, each timed by t3probe_connect_duration_seconds{phase}.
+CONNECT_PHASES: tuple[Phase, ...] = ("dns", "tcp", "tls", "upgrade")
 
 
 class Reason(enum.StrEnum):

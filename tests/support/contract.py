@@ -37,4 +37,6 @@ DNS_FAILURES = frozenset(
         "forbidden_address",
     }
 )
+# t3probe_connect_duration_seconds' phase label: TCP and TLS apart, then the WebSocket upgrade.
+CONNECT_PHASES = frozenset({"dns", "tcp", "tls", "upgrade"})
 VERDICTS = frozenset({"infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown"})

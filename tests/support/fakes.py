@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from t3probe.resolvers.doh import DohResolver
+
+# What the ``make_resolver`` fixture (tests/conftest.py) yields: servers and overrides of
+# its defaults in, a resolver that is closed when the test ends out.
+MakeResolver = Callable[..., DohResolver]
+
 
 class FakeClock:
     """Cache ages are asserted exactly, so the resolver's clock is moved by hand."""

@@ -7,8 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from t3probe.attribute import events as events_evidence
-from t3probe.attribute import promql
+from t3probe.attribute import eventsource, promql
 from t3probe.attribute.http import get_json, session
 from t3probe.attribute.model import Evidence, SourceError, Window
 from t3probe.attribute.prometheus import PrometheusAPI
@@ -65,7 +64,7 @@ async def from_events(base: str, window: Window, now: float) -> Evidence:
         # /verdict first: a change landing between the two fetches then shows in /events.
         verdict = await _probe_json(client, f"{base}/verdict", {}, MAX_VERDICT_BYTES)
         events = await _all_events(client, f"{base}/events")
-    return events_evidence.evidence(base, window, verdict, events, now)
+    return eventsource.evidence(base, window, verdict, events, now)
 
 
 async def _all_events(client: aiohttp.ClientSession, url: str) -> Any:

@@ -18,19 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import ssl
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from t3probe.lab.faultproxy import Fault
-
-__all__ = ["BACKEND_FAULTS", "BackendServer", "make_backend_app", "serve_backend"]
+__all__ = ["BACKEND_FAULTS", "BackendFault", "BackendServer", "make_backend_app", "serve_backend"]
 
 SESSION_PATH = "/api/auth/session"
 HEALTHZ_PATH = "/healthz"
-BACKEND_FAULTS = frozenset({"stall", "trickle", "status", "huge_body"})
+
+
+class BackendFault(enum.StrEnum):
+    """How the stand-in backend misbehaves (names of the lab's API)."""
+
+    STALL = "stall"
+    TRICKLE = "trickle"
+    STATUS = "status"
+    HUGE_BODY = "huge_body"
+
+
+BACKEND_FAULTS = frozenset(fault.value for fault in BackendFault)
 SESSION_BODY = json.dumps({"authenticated": False, "session": None}).encode()
 DEFAULT_HUGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_HUGE_BODY_BYTES = 1024 * 1024 * 1024
@@ -51,28 +62,40 @@ def _number(name: str, raw: object, low: float, high: float) -> float:
     return value
 
 
-def _validate(name: str, params: Mapping[str, object]) -> Fault:
-    if name not in BACKEND_FAULTS:
-        raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(BACKEND_FAULTS))}")
-    allowed = {
-        "stall": set(),
-        "trickle": {"bytes_per_second"},
-        "status": {"code"},
-        "huge_body": {"size_bytes"},
-    }[name]
+@dataclass(frozen=True)
+class Fault:
+    name: BackendFault
+    params: Mapping[str, float | str] = field(default_factory=dict)
+
+
+_PARAMETERS: dict[BackendFault, set[str]] = {
+    BackendFault.STALL: set(),
+    BackendFault.TRICKLE: {"bytes_per_second"},
+    BackendFault.STATUS: {"code"},
+    BackendFault.HUGE_BODY: {"size_bytes"},
+}
+
+
+def _validate(raw_name: str, params: Mapping[str, object]) -> Fault:
+    # A name comes from scripts and from the lab's HTTP API: checked once, here.
+    if raw_name not in BACKEND_FAULTS:
+        known = ", ".join(sorted(BACKEND_FAULTS))
+        raise ValueError(f"unknown fault {raw_name!r}; known: {known}")
+    name = BackendFault(raw_name)
+    allowed = _PARAMETERS[name]
     required = allowed - {"size_bytes"}
     if not required <= set(params) <= allowed:
         wanted = ", ".join(sorted(allowed)) or "no parameters"
-        raise ValueError(f"fault {name!r} takes {wanted}, got {sorted(params)}")
-    if name == "trickle":
+        raise ValueError(f"fault {name.value!r} takes {wanted}, got {sorted(params)}")
+    if name is BackendFault.TRICKLE:
         rate = _number("bytes_per_second", params["bytes_per_second"], 1, 10_000_000)
         return Fault(name, {"bytes_per_second": rate})
-    if name == "status":
+    if name is BackendFault.STATUS:
         code = _number("code", params["code"], 200, 599)
         if code != int(code):
             raise ValueError(f"code must be an integer, got {code:g}")
         return Fault(name, {"code": int(code)})
-    if name == "huge_body":
+    if name is BackendFault.HUGE_BODY:
         size = _number(
             "size_bytes", params.get("size_bytes", DEFAULT_HUGE_BODY_BYTES), 1, MAX_HUGE_BODY_BYTES
         )
@@ -101,15 +124,15 @@ async def _session(request: web.Request) -> web.StreamResponse:
     state.requests += 1
     await state.thawed.wait()
     fault = state.fault
-    if fault is None or fault.name == "stall":
+    if fault is None or fault.name is BackendFault.STALL:
         return web.Response(body=SESSION_BODY, content_type="application/json")
-    if fault.name == "status":
+    if fault.name is BackendFault.STATUS:
         code = int(fault.params["code"])
         if code in (204, 304):  # HTTP forbids a body on these
             return web.Response(status=code)
         body = json.dumps({"error": f"lab fault: status {code}"}).encode()
         return web.Response(status=code, body=body, content_type="application/json")
-    if fault.name == "trickle":
+    if fault.name is BackendFault.TRICKLE:
         return await _trickle(request, state, fault)
     return await _huge_body(request, int(fault.params["size_bytes"]))
 
@@ -184,7 +207,7 @@ class BackendServer:
         fault = _validate(name, params)
         self.clear_fault()
         self._state.fault = fault
-        if fault.name == "stall":
+        if fault.name is BackendFault.STALL:
             self._state.thawed.clear()
 
     def clear_fault(self) -> None:
@@ -194,29 +217,30 @@ class BackendServer:
 
     @contextlib.contextmanager
     def stall(self) -> Iterator[None]:
-        with self._scoped("stall"):
+        with self._scoped(BackendFault.STALL):
             yield
 
     @contextlib.contextmanager
     def trickle(self, bytes_per_second: float) -> Iterator[None]:
-        with self._scoped("trickle", bytes_per_second=bytes_per_second):
+        with self._scoped(BackendFault.TRICKLE, bytes_per_second=bytes_per_second):
             yield
 
     @contextlib.contextmanager
     def status(self, code: int) -> Iterator[None]:
-        with self._scoped("status", code=code):
+        with self._scoped(BackendFault.STATUS, code=code):
             yield
 
     @contextlib.contextmanager
     def huge_body(self, size_bytes: int = DEFAULT_HUGE_BODY_BYTES) -> Iterator[None]:
-        with self._scoped("huge_body", size_bytes=size_bytes):
+        with self._scoped(BackendFault.HUGE_BODY, size_bytes=size_bytes):
             yield
 
     @contextlib.contextmanager
-    def _scoped(self, name: str, **params: object) -> Iterator[None]:
-        if self._state.fault is not None:
+    def _scoped(self, name: BackendFault, **params: object) -> Iterator[None]:
+        active = self._state.fault
+        if active is not None:
             # Scripts stack faults by mistake; silently replacing one would hide it.
-            raise RuntimeError(f"backend: fault {self._state.fault.name!r} is already active")
+            raise RuntimeError(f"backend: fault {active.name.value!r} is already active")
         self.set_fault(name, **params)
         fault = self._state.fault
         try:

@@ -57,18 +57,28 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 @dataclass(frozen=True)
 class Fault:
-    name: str
+    name: ProxyFault
     params: Mapping[str, float | str] = field(default_factory=dict)
 
 
-def _validate(name: str, params: Mapping[str, object]) -> Fault:
-    if name not in FAULT_NAMES:
-        raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(FAULT_NAMES))}")
-    expected = {"latency": {"ms"}, "half_open": {"direction"}}.get(name, set())
+_PARAMETERS: dict[ProxyFault, set[str]] = {
+    ProxyFault.LATENCY: {"ms"},
+    ProxyFault.HALF_OPEN: {"direction"},
+}
+# Faults that RST every connection, existing and new.
+_RESETTING = frozenset({ProxyFault.RESET, ProxyFault.REFUSE})
+
+
+def _validate(raw_name: str, params: Mapping[str, object]) -> Fault:
+    # A name comes from scripts and from the lab's HTTP API: checked once, here.
+    if raw_name not in FAULT_NAMES:
+        raise ValueError(f"unknown fault {raw_name!r}; known: {', '.join(sorted(FAULT_NAMES))}")
+    name = ProxyFault(raw_name)
+    expected = _PARAMETERS.get(name, set())
     if set(params) != expected:
         wanted = ", ".join(sorted(expected)) or "no parameters"
-        raise ValueError(f"fault {name!r} takes {wanted}, got {sorted(params)}")
-    if name == "latency":
+        raise ValueError(f"fault {name.value!r} takes {wanted}, got {sorted(params)}")
+    if name is ProxyFault.LATENCY:
         raw = params["ms"]
         # Strings are accepted because a control endpoint hands over query parameters.
         if not isinstance(raw, int | float | str) or isinstance(raw, bool):
@@ -80,7 +90,7 @@ def _validate(name: str, params: Mapping[str, object]) -> Fault:
         if not 0 <= ms <= MAX_LATENCY_MS:
             raise ValueError(f"latency ms must be within 0..{MAX_LATENCY_MS:g}, got {ms:g}")
         return Fault(name, {"ms": ms})
-    if name == "half_open":
+    if name is ProxyFault.HALF_OPEN:
         direction = params["direction"]
         if direction not in ("upstream", "downstream"):
             raise ValueError(
@@ -240,7 +250,7 @@ class FaultProxy:
         self._one_way_delay = 0.0
         self._upstream_open.set()
         self._downstream_open.set()
-        if fault.name == "refuse" and self._loop is not None:
+        if fault.name is ProxyFault.REFUSE and self._loop is not None:
             self._listen()
 
     # --- faults as context managers ------------------------------------------------
@@ -248,47 +258,47 @@ class FaultProxy:
     @contextlib.contextmanager
     def latency(self, ms: float) -> Iterator[None]:
         """Add ``ms`` to the round trip: each direction is delayed by half of it."""
-        with self._scoped("latency", ms=ms):
+        with self._scoped(ProxyFault.LATENCY, ms=ms):
             yield
 
     @contextlib.contextmanager
     def blackhole(self) -> Iterator[None]:
         """Forward nothing, keep every socket open, accept new connections (which
         reach the target only when the fault ends, as a dropped SYN would)."""
-        with self._scoped("blackhole"):
+        with self._scoped(ProxyFault.BLACKHOLE):
             yield
 
     @contextlib.contextmanager
     def reset(self) -> Iterator[None]:
         """RST both sides of every connection now, and every new one while active."""
-        with self._scoped("reset"):
+        with self._scoped(ProxyFault.RESET):
             yield
 
     @contextlib.contextmanager
     def refuse(self) -> Iterator[None]:
         """Stop listening (connects get ECONNREFUSED) and reset existing connections;
         listen again on the same address and port on exit."""
-        with self._scoped("refuse"):
+        with self._scoped(ProxyFault.REFUSE):
             yield
 
     @contextlib.contextmanager
     def half_open(self, direction: Direction) -> Iterator[None]:
         """Forward only ``direction``: "upstream" is client->target, "downstream" the
         reverse. The other direction is held, as by a one-way blackhole."""
-        with self._scoped("half_open", direction=direction):
+        with self._scoped(ProxyFault.HALF_OPEN, direction=direction):
             yield
 
     @contextlib.contextmanager
     def close(self) -> Iterator[None]:
         """Close every connection cleanly (FIN to both sides), new ones at once."""
-        with self._scoped("close"):
+        with self._scoped(ProxyFault.CLOSE):
             yield
 
     @contextlib.contextmanager
-    def _scoped(self, name: str, **params: object) -> Iterator[None]:
+    def _scoped(self, name: ProxyFault, **params: object) -> Iterator[None]:
         if self._fault is not None:
             # Scripts stack faults by mistake; silently replacing one would hide it.
-            raise RuntimeError(f"{self.name}: fault {self._fault.name!r} is already active")
+            raise RuntimeError(f"{self.name}: fault {self._fault.name.value!r} is already active")
         fault = _validate(name, params)
         self._apply(fault)
         try:
@@ -299,22 +309,22 @@ class FaultProxy:
 
     def _apply(self, fault: Fault) -> None:
         self._fault = fault
-        if fault.name == "latency":
+        if fault.name is ProxyFault.LATENCY:
             self._one_way_delay = float(fault.params["ms"]) / 2000.0
-        elif fault.name == "blackhole":
+        elif fault.name is ProxyFault.BLACKHOLE:
             self._upstream_open.clear()
             self._downstream_open.clear()
-        elif fault.name == "half_open":
+        elif fault.name is ProxyFault.HALF_OPEN:
             if fault.params["direction"] == "upstream":
                 self._downstream_open.clear()
             else:
                 self._upstream_open.clear()
-        elif fault.name in ("reset", "refuse"):
-            if fault.name == "refuse":
+        elif fault.name in _RESETTING:
+            if fault.name is ProxyFault.REFUSE:
                 self._unlisten()
             for link in list(self._links):
                 link.reset()
-        elif fault.name == "close":
+        elif fault.name is ProxyFault.CLOSE:
             for link in list(self._links):
                 link.close()
 
@@ -364,10 +374,10 @@ class FaultProxy:
                 return
             self._total_accepted += 1
             fault = self._fault.name if self._fault is not None else None
-            if fault in ("reset", "refuse"):
+            if fault in _RESETTING:
                 _rst_socket(sock)
                 continue
-            if fault == "close":
+            if fault is ProxyFault.CLOSE:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
                 sock.close()

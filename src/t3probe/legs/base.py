@@ -49,7 +49,7 @@ class SessionProgress:
 
     phase: Phase = "dns"
     connected_at: float | None = None
-    handshake_started: float | None = None
+    upgrade_started: float | None = None
     # Monotonic time of the latest success (or of the attempt's start): the probe's own
     # stalls before it cannot explain a failure after it.
     evidence_since: float = 0.0

@@ -23,7 +23,16 @@ def classify(exc: BaseException, phase: Phase) -> Classified:
     """Map a failure seen in ``phase`` to its reason: inspects, never acts."""
     if isinstance(exc, ProbeFailure):
         return Classified(exc.reason, exc.detail[:MAX_DETAIL], exc.close_code)
-    return Classified(_reason(exc, phase), describe(exc))
+    return Classified(_reason(exc, phase), _with_phase(describe(exc), phase))
+
+
+def _with_phase(detail: str, phase: Phase) -> str:
+    """Name where a connect attempt failed: a RST during TLS and one in answer to the
+    upgrade come from different boxes. In the session there is only one place."""
+    if phase == "session":
+        return detail
+    suffix = f" (phase {phase})"
+    return detail[: MAX_DETAIL - len(suffix)] + suffix
 
 
 def _payload_reason(exc: aiohttp.ClientPayloadError) -> Reason:

@@ -1,7 +1,9 @@
 """Connections that go where the leg's resolver says, with every phase timed.
 
 aiohttp keeps Host, SNI and certificate checks on the URL's host whatever address the
-resolver returns, which is exactly what a pinned or DoH-resolved leg needs.
+resolver returns, which is exactly what a pinned or DoH-resolved leg needs. The phases
+(dns, tcp, tls, then the upgrade or the request) are timed and kept in the session's
+progress, so a failure names where the attempt stopped.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
 
 from t3probe.legs.base import LegContext, SessionProgress
 from t3probe.reasons import (
@@ -25,6 +28,7 @@ from t3probe.reasons import (
     UNREACHABLE_ERRNOS,
     Classified,
     DnsFailure,
+    Phase,
     ProbeFailure,
     Reason,
 )
@@ -73,7 +77,7 @@ class _LegResolver(AbstractResolver):
             self._progress.dns_stale = True
         addresses = check_route(self._ctx, resolution.addresses)
         self._progress.addresses = addresses
-        self._progress.phase = "connect"
+        self._progress.phase = "tcp"
         return [
             ResolveResult(
                 hostname=host,
@@ -90,25 +94,67 @@ class _LegResolver(AbstractResolver):
         return None
 
 
+class _PhasedConnector(aiohttp.TCPConnector):
+    """A connector that tells the TCP connect from the TLS handshake.
+
+    aiohttp connects and handshakes in one call and its trace hooks only see both
+    together, yet a lost SYN and a stalled TLS handshake point at different segments.
+    """
+
+    def __init__(self, ctx: LegContext, progress: SessionProgress, **options: Any) -> None:
+        if not hasattr(aiohttp.TCPConnector, "_wrap_create_connection"):
+            raise RuntimeError("aiohttp no longer has TCPConnector._wrap_create_connection")
+        super().__init__(**options)
+        self._leg_ctx = ctx
+        self._leg_progress = progress
+
+    async def _wrap_create_connection(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        """The one place that reaches into aiohttp's connector (a private method).
+
+        aiohttp opens the socket here, then hands it to ``loop.create_connection``, which
+        calls the protocol factory (the first argument) once the socket is connected and
+        before a TLS handshake starts: wrapping that factory marks the end of TCP. No
+        public hook sits between the two; tests/test_connect_phases.py fails if a new
+        aiohttp changes this.
+        """
+        protocol_factory: Callable[[], ResponseHandler] = args[0]
+        uses_tls = bool(kwargs.get("ssl"))
+        ctx, progress = self._leg_ctx, self._leg_progress
+        progress.phase = "tcp"
+        started = time.perf_counter()
+        tls_started = started
+
+        def tcp_connected() -> ResponseHandler:
+            nonlocal tls_started
+            tls_started = time.perf_counter()
+            ctx.recorder.observe_connect_phase(ctx.leg.name, "tcp", tls_started - started)
+            if uses_tls:
+                progress.phase = "tls"
+            return protocol_factory()
+
+        connection = await super()._wrap_create_connection(tcp_connected, *args[1:], **kwargs)
+        if uses_tls:
+            elapsed = time.perf_counter() - tls_started
+            ctx.recorder.observe_connect_phase(ctx.leg.name, "tls", elapsed)
+        return connection
+
+
 def _phase_tracer(
-    ctx: LegContext, progress: SessionProgress, *, watch_connection_loss: bool
+    ctx: LegContext,
+    progress: SessionProgress,
+    *,
+    after_connect: Phase,
+    watch_connection_loss: bool,
 ) -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
-    leg = ctx.leg.name
-
-    async def on_create_start(
-        session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, params: Any
-    ) -> None:
-        progress.phase = "connect"
-        trace_ctx.connect_started = time.perf_counter()
 
     async def on_create_end(
         session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, params: Any
     ) -> None:
-        progress.phase = "handshake"
-        progress.handshake_started = time.perf_counter()
-        elapsed = progress.handshake_started - trace_ctx.connect_started
-        ctx.recorder.observe_connect_phase(leg, "connect", elapsed)
+        progress.phase = after_connect
+        progress.upgrade_started = time.perf_counter()
 
     async def on_request_end(
         session: aiohttp.ClientSession,
@@ -141,7 +187,6 @@ def _phase_tracer(
             progress.redirected = f"{params.response.status} to {redact_url(location)}"
 
     trace.on_request_redirect.append(on_request_redirect)
-    trace.on_connection_create_start.append(on_create_start)
     trace.on_connection_create_end.append(on_create_end)
     trace.on_request_end.append(on_request_end)
     return trace
@@ -159,7 +204,14 @@ def open_session(
     *,
     keepalive: bool,
 ) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
+    """A client session for one leg; ``keepalive`` is an HTTP leg's, else a WebSocket's.
+
+    Once connected, a WebSocket attempt is in its upgrade; an HTTP leg's request is
+    already its session (a stall there is the process, not the connection).
+    """
+    connector = _PhasedConnector(
+        ctx,
+        progress,
         resolver=_LegResolver(ctx, progress),
         use_dns_cache=False,
         ssl=ssl_context if ssl_context is not None else True,
@@ -169,7 +221,14 @@ def open_session(
     )
     session = aiohttp.ClientSession(
         connector=connector,
-        trace_configs=[_phase_tracer(ctx, progress, watch_connection_loss=not keepalive)],
+        trace_configs=[
+            _phase_tracer(
+                ctx,
+                progress,
+                after_connect="session" if keepalive else "upgrade",
+                watch_connection_loss=not keepalive,
+            )
+        ],
         auto_decompress=False,
         # Header sizes bounded: a hostile peer cannot make the probe buffer megabytes.
         max_line_size=8190,

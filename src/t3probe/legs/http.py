@@ -35,7 +35,8 @@ class HttpLeg:
         return self._session
 
     async def run_session(self) -> None:
-        self.progress.phase = "connect"
+        # A new connection starts with its lookup; the dialing moves the phase on.
+        self.progress.phase = "dns"
         self.progress.connected_at = None
         # Same object as the session's resolver holds, so reset it rather than replace it.
         self.progress.dns_stale = False
@@ -80,13 +81,10 @@ class HttpLeg:
                     await _read_bounded(response, ctx.probe_config.max_http_body_bytes)
                     status = response.status
         except TimeoutError as err:
-            # Connected but unanswered is the process stalling, not a connect problem:
-            # for a GET, the "handshake" after the connection is the request itself.
-            phase = self.progress.phase
+            # Connected but unanswered is the process stalling, not a connect problem: the
+            # dialing puts an HTTP leg in its session as soon as the connection is up.
             seconds = budget if not connected else ctx.budget.watchdog
-            raise ctx.timed_out(
-                "session" if phase == "handshake" else phase, seconds, "GET"
-            ) from err
+            raise ctx.timed_out(self.progress.phase, seconds, "GET") from err
         ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)
         check_proof(self.progress)
         if not self._config.status_is_alive(status):

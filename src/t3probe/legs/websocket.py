@@ -81,9 +81,9 @@ class WebSocketLeg:
                 phase = self.progress.phase
                 raise ctx.timed_out(phase, budget, "connecting the WebSocket") from err
             raise
-        handshake_started = self.progress.handshake_started or started
+        upgrade_started = self.progress.upgrade_started or started
         ctx.recorder.observe_connect_phase(
-            ctx.leg.name, "handshake", time.perf_counter() - handshake_started
+            ctx.leg.name, "upgrade", time.perf_counter() - upgrade_started
         )
         if self.progress.redirected is not None:
             abort(ws)
