@@ -28,6 +28,7 @@ import yaml
 
 from tests.support.env import TIME_UNIT
 from tests.support.harness import free_port
+from tests.support.tools import promtool, run_tool
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -204,17 +205,10 @@ class HistoryPrometheus:
 def prometheus_with_history(openmetrics: str, root: Path) -> Iterator[HistoryPrometheus]:
     """Backfill ``openmetrics`` with promtool into a fresh TSDB and serve it on loopback."""
     binary = prometheus_binary()
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("!!! promtool NOT FOUND (Debian: apt-get install prometheus) !!!")
     source = root / "history.om"
     source.write_text(openmetrics, encoding="utf-8")
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(root / "data")],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    blocks = ["tsdb", "create-blocks-from", "openmetrics", str(source), str(root / "data")]
+    run_tool([promtool(), *blocks])
     write_config(root / "prometheus.yml", [], "none", [])
     port = free_port()
     process = _spawn(binary, root, port)
