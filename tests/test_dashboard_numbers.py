@@ -194,6 +194,8 @@ def check_current_verdict(view: View, panel: dict[str, Any]) -> None:
     shown = {key[0]: names[value] for key, value in values.items()}
     expected = {v: h.verdict(v, last_scrape(v, h.RANGE_TO)) for v in view.selected("vantage")}
     assert shown == expected
+    if len(expected) > 1:
+        assert len(set(expected.values())) > 1, "the vantages should disagree at the end"
 
 
 def value_texts(panel: dict[str, Any]) -> dict[float, str]:

@@ -209,6 +209,7 @@ def prometheus_with_history(openmetrics: str, root: Path) -> Iterator[HistoryPro
     source.write_text(openmetrics, encoding="utf-8")
     blocks = ["tsdb", "create-blocks-from", "openmetrics", str(source), str(root / "data")]
     run_tool([promtool(), *blocks])
+    source.unlink()  # tens of MB, now in the TSDB
     write_config(root / "prometheus.yml", [], "none", [])
     port = free_port()
     process = _spawn(binary, root, port)
