@@ -27,7 +27,7 @@ def test_dashboard_is_valid_and_every_panel_has_a_query() -> None:
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     variables = {var["name"] for var in data["templating"]["list"]}
-    assert {"datasource", "instance"} <= variables
+    assert {"datasource", "job", "vantage", "instance", "leg"} <= variables
     for panel in panels:
         if panel["type"] == "row":
             continue
@@ -47,7 +47,52 @@ def test_dashboard_is_valid_and_every_panel_has_a_query() -> None:
     )
     assert "histogram_quantile(0.99" in joined
     assert "t3probe_rtt_seconds_bucket" in joined
-    assert re.search(r"by \(leg, reason\) \(increase\(t3probe_disconnects_total", joined)
+    assert "by (vantage, leg, reason)" in joined
+    assert any("t3probe_rtt_seconds_bucket" in e and t == "heatmap" for e, t in by_type.items()), (
+        "RTT heatmap"
+    )
     assert "t3probe_verdict" in joined
     assert "t3probe_segment_suspected" in joined
     assert "t3probe_event_loop_lag_seconds_bucket" in joined
+
+
+# Metrics without a `leg` label: a leg=~"$leg" matcher on them would match nothing.
+PROBE_WIDE = {
+    "t3probe_verdict",
+    "t3probe_segment_suspected",
+    "t3probe_event_loop_lag_seconds_bucket",
+    "t3probe_build_info",
+    "up",
+}
+SELECTOR = re.compile(r"\b(t3probe_[a-z_]+|up)\{([^}]*)\}")
+
+
+def test_every_probe_selector_follows_the_variables() -> None:
+    """Several vantages share `instance`: each query must narrow by job and vantage too."""
+    exprs = [a["expr"] for a in dashboard()["annotations"]["list"] if "expr" in a]
+    exprs += [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    selectors = [m for expr in exprs for m in SELECTOR.finditer(expr)]
+    assert len(selectors) > 20
+    for match in selectors:
+        metric, matchers = match.groups()
+        for name in ("job", "vantage", "instance"):
+            assert f'{name}=~"${name}"' in matchers, f"{metric}{{{matchers}}} lacks ${name}"
+        if metric not in PROBE_WIDE:
+            assert re.search(r'leg=~"\$leg"|leg="\w+"', matchers), f"{metric}{{{matchers}}}: no leg"
+    for expr in exprs:
+        # The heatmap draws one distribution (`by (le)`); every other view keeps vantages apart.
+        groupings = re.findall(r"by \(([^)]*)\)", expr)
+        for grouping in groupings:
+            assert "vantage" in grouping or grouping == "le", f"groups without vantage: {expr}"
+
+
+def test_bars_and_marks_count_each_drop_once() -> None:
+    """The audit's two bugs: bars over a window wider than their step, a changes() mark."""
+    drops = next(p for p in dashboard()["panels"] if p["title"] == "Drops by reason")
+    (target,) = drops["targets"]
+    assert "$__rate_interval" not in target["expr"]
+    assert "offset $__interval" in target["expr"]
+    assert "own step" in drops["description"]
+    (annotation,) = [a for a in dashboard()["annotations"]["list"] if "expr" in a]
+    assert "changes(" not in annotation["expr"]
+    assert "t3probe_disconnects_total" in annotation["expr"]

@@ -18,7 +18,10 @@ GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__interval": "1m",
     "$__range": "1h",
+    "$job": "t3probe",
+    "$vantage": ".*",
     "$instance": ".*",
+    "$leg": ".*",
     "$node": ".*",
 }
 

@@ -1,7 +1,8 @@
 """A real Prometheus on loopback for tests: ``async with running_prometheus([...]) as prom``.
 
-Debian's ``prometheus`` binary scrapes the given loopback targets every second; the
-server is stopped by its PID (SIGTERM, then SIGKILL), never by name. Without the binary
+Debian's ``prometheus`` binary scrapes the given loopback targets every second, or
+serves a history backfilled with promtool (``prometheus_with_history``); the server is
+stopped by its PID (SIGTERM, then SIGKILL), never by name. Without the binary
 the test is skipped loudly, and the suite's conftest turns that skip into a failure
 under CI.
 """
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ import yaml
 
 from tests.support.env import TIME_UNIT
 from tests.support.harness import free_port
+from tests.support.tools import promtool, run_tool
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -163,3 +169,66 @@ async def running_prometheus(
             yield prom
         finally:
             await asyncio.to_thread(_stop, process)
+
+
+class HistoryPrometheus:
+    """A Prometheus serving a backfilled TSDB and scraping nothing (synchronous API)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as response:
+            body = json.load(response)
+        assert body.get("status") == "success", body
+        return body["data"]
+
+    def instant(self, expr: str, at: float) -> list[dict[str, Any]]:
+        data = self._get("/api/v1/query", [("query", expr), ("time", str(at))])
+        assert data["resultType"] == "vector", data["resultType"]
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        params = [("query", expr), ("start", str(start)), ("end", str(end)), ("step", str(step))]
+        result: list[dict[str, Any]] = self._get("/api/v1/query_range", params)["result"]
+        return result
+
+    def series(self, match: str, start: float, end: float) -> list[dict[str, str]]:
+        params = [("match[]", match), ("start", str(start)), ("end", str(end))]
+        result: list[dict[str, str]] = self._get("/api/v1/series", params)
+        return result
+
+
+@contextlib.contextmanager
+def prometheus_with_history(openmetrics: str, root: Path) -> Iterator[HistoryPrometheus]:
+    """Backfill ``openmetrics`` with promtool into a fresh TSDB and serve it on loopback."""
+    binary = prometheus_binary()
+    source = root / "history.om"
+    source.write_text(openmetrics, encoding="utf-8")
+    blocks = ["tsdb", "create-blocks-from", "openmetrics", str(source), str(root / "data")]
+    run_tool([promtool(), *blocks])
+    source.unlink()  # tens of MB, now in the TSDB
+    write_config(root / "prometheus.yml", [], "none", [])
+    port = free_port()
+    process = _spawn(binary, root, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS * TIME_UNIT
+        while True:
+            if process.poll() is not None:
+                log = (root / "prometheus.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("prometheus not ready in time")
+            time.sleep(0.1)
+        yield HistoryPrometheus(url)
+    finally:
+        _stop(process)
