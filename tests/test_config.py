@@ -163,6 +163,35 @@ INVALID: list[tuple[str, Any, str]] = [
         "pinned address 10.0.20.203 lies in forbidden range 10.0.0.0/8",
     ),
     ("bad header name", {"legs": [_leg(require_header="cf ray")]}, "not a valid HTTP header"),
+    (
+        "unknown role",
+        {"legs": [_leg(role="guard")]},
+        "legs[0].role: Input should be 'path' or 'wall'",
+    ),
+    (
+        "wall guard on a websocket leg",
+        {"legs": [_leg(role="wall")]},
+        "role: a wall guard checks an HTTP status, so it must be an http leg, not websocket",
+    ),
+    (
+        "wall guard without expected_status",
+        {"legs": [_leg(kind="http", url="https://t3.example.test/api/", role="wall")]},
+        "expected_status: a wall guard (role: wall) must list the auth answer",
+    ),
+    (
+        "wall guard expecting an open answer",
+        {
+            "legs": [
+                _leg(
+                    kind="http",
+                    url="https://t3.example.test/api/",
+                    role="wall",
+                    expected_status=[401, 200],
+                )
+            ]
+        },
+        "expected_status: 200 is the answer of an open wall",
+    ),
     ("not a mapping", "- just\n- a list\n", "the top level must be a mapping"),
     ("not yaml", "legs: [unclosed\n", "not valid YAML"),
     (
