@@ -40,7 +40,7 @@ class ProbeMetrics:
         )
         self.disconnects = Counter(
             "t3probe_disconnects",
-            "Leg deaths (and changes of failure mode while down), by reason",
+            "Outages: a leg going down, by the reason that took it down",
             ["leg", "reason"],
             registry=registry,
         )
