@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from t3probe.attribution import LegObservation, compute_verdict
 from t3probe.config_file import load_config
 from t3probe.reasons import Reason
 from tests.support.artifacts import RULES, alert_rules
@@ -130,6 +131,19 @@ def test_wall_example_guards_a_protected_path_beside_the_carve_out() -> None:
     assert {(urlsplit(leg.url).hostname, leg.resolver) for leg in carve_outs} == {
         (urlsplit(wall.url).hostname, wall.resolver)
     }, "the same host over the same route as the carve-out"
+    # An open wall convicts nothing: the carve-out's leg clears the shared route.
+    legs = [
+        LegObservation(leg.name, tuple(leg.segments), "up")
+        if leg is not wall
+        else LegObservation(leg.name, tuple(leg.segments), "down", Reason.HTTP_ERROR)
+        for leg in config.legs
+    ]
+    verdict = compute_verdict(legs, now=0.0, policy=config.attribution_window_seconds)
+    assert (verdict.verdict, verdict.suspects, verdict.unexplained) == (
+        "inconclusive",
+        (),
+        (wall.name,),
+    )
 
 
 async def test_wall_guard_goes_down_with_http_error_when_the_wall_opens() -> None:
