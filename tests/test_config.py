@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from t3probe.config import HttpLegConfig
+from t3probe.config import LEG_ROLES, HttpLegConfig
 from t3probe.config_file import ConfigError, dump_config, load_config
+from tests.support.contract import LEG_ROLES as CONTRACT_LEG_ROLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -354,3 +355,7 @@ def test_process_and_test_suite_variables_are_not_config_typos(tmp_path: Path) -
         "T3PROBE_TEST_TIME_UNIT": "2",
     }
     assert load_config(_write(tmp_path, {"legs": [_leg()]}), environ).legs[0].name == "internal"
+
+
+def test_leg_roles_are_the_contracts_closed_set() -> None:
+    assert set(LEG_ROLES) == CONTRACT_LEG_ROLES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.support.artifacts import all_rules, recording_names
-from tests.support.contract import DROP_REASONS, VERDICTS
+from tests.support.contract import DROP_REASONS, LEG_ROLES, VERDICTS
 from tests.support.ops_queries import dashboard_queries, runbook_queries, scaling_queries
 
 # The metric contract (README.md and docs), by type.
@@ -59,3 +59,5 @@ def test_queries_only_use_contract_metrics_and_reasons() -> None:
                 assert set(reason.split("|")) <= DROP_REASONS, f"{source}: reason {reason}"
             for verdict in re.findall(r"verdict\s*!?=~?\s*\"([^\"]*)\"", query):
                 assert set(verdict.split("|")) <= VERDICTS, f"{source}: verdict {verdict}"
+            for role in re.findall(r"role\s*!?=~?\s*\"([^\"]*)\"", query):
+                assert set(role.split("|")) <= LEG_ROLES, f"{source}: role {role}"

@@ -38,3 +38,5 @@ DNS_FAILURES = frozenset(
     }
 )
 VERDICTS = frozenset({"infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown"})
+# A leg's `role` (t3probe_leg_info's role label): alerts select wall-off guards by it.
+LEG_ROLES = frozenset({"path", "wall"})
