@@ -210,6 +210,10 @@ def test_invalid_config_names_the_problem(tmp_path: Path, data: Any, message: st
     assert message in str(caught.value)
 
 
+def test_leg_roles_are_the_contracts_closed_set() -> None:
+    assert set(LEG_ROLES) == CONTRACT_LEG_ROLES
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "absent.yaml")
@@ -355,7 +359,3 @@ def test_process_and_test_suite_variables_are_not_config_typos(tmp_path: Path) -
         "T3PROBE_TEST_TIME_UNIT": "2",
     }
     assert load_config(_write(tmp_path, {"legs": [_leg()]}), environ).legs[0].name == "internal"
-
-
-def test_leg_roles_are_the_contracts_closed_set() -> None:
-    assert set(LEG_ROLES) == CONTRACT_LEG_ROLES
