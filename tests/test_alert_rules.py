@@ -34,6 +34,7 @@ ALERTS = (
     "T3ProbeUnhealthy",
     "T3ProbeRestarting",
     "T3ProbeConfigReloadFailed",
+    "T3ProbeWallOpen",
 )
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -89,6 +90,7 @@ def test_alert_set_and_annotations() -> None:
             "T3ProbeUnhealthy": "$labels.instance",
             "T3ProbeRestarting": "$labels.instance",
             "T3ProbeConfigReloadFailed": "$labels.instance",
+            "T3ProbeWallOpen": "$labels.leg",
         }[name]
         assert about in annotations["description"], name
         if name != "T3ProbeAbsent":

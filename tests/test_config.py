@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from t3probe.config import HttpLegConfig
+from t3probe.config import LEG_ROLES, HttpLegConfig
 from t3probe.config_file import ConfigError, dump_config, load_config
+from tests.support.contract import LEG_ROLES as CONTRACT_LEG_ROLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,6 +164,35 @@ INVALID: list[tuple[str, Any, str]] = [
         "pinned address 10.0.20.203 lies in forbidden range 10.0.0.0/8",
     ),
     ("bad header name", {"legs": [_leg(require_header="cf ray")]}, "not a valid HTTP header"),
+    (
+        "unknown role",
+        {"legs": [_leg(role="guard")]},
+        "legs[0].role: Input should be 'path' or 'wall'",
+    ),
+    (
+        "wall guard on a websocket leg",
+        {"legs": [_leg(role="wall")]},
+        "role: a wall guard checks an HTTP status, so it must be an http leg, not websocket",
+    ),
+    (
+        "wall guard without expected_status",
+        {"legs": [_leg(kind="http", url="https://t3.example.test/api/", role="wall")]},
+        "expected_status: a wall guard (role: wall) must list the auth answer",
+    ),
+    (
+        "wall guard expecting an open answer",
+        {
+            "legs": [
+                _leg(
+                    kind="http",
+                    url="https://t3.example.test/api/",
+                    role="wall",
+                    expected_status=[401, 200],
+                )
+            ]
+        },
+        "expected_status: 200 is the answer of an open wall",
+    ),
     ("not a mapping", "- just\n- a list\n", "the top level must be a mapping"),
     ("not yaml", "legs: [unclosed\n", "not valid YAML"),
     (
@@ -178,6 +208,10 @@ def test_invalid_config_names_the_problem(tmp_path: Path, data: Any, message: st
     with pytest.raises(ConfigError) as caught:
         load_config(_write(tmp_path, data))
     assert message in str(caught.value)
+
+
+def test_leg_roles_are_the_contracts_closed_set() -> None:
+    assert set(LEG_ROLES) == CONTRACT_LEG_ROLES
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.support.artifacts import all_rules, recording_names
-from tests.support.contract import CONNECT_PHASES, DROP_REASONS, VERDICTS
+from tests.support.contract import CONNECT_PHASES, DROP_REASONS, LEG_ROLES, VERDICTS
 from tests.support.ops_queries import dashboard_queries, runbook_queries, scaling_queries
 
 # The metric contract (README.md and docs), by type.
@@ -20,7 +20,11 @@ GAUGES = {
     "t3probe_config_last_reload_success_timestamp_seconds",
     "t3probe_doh_server_up",
 }
-COUNTERS = {"t3probe_disconnects_total", "t3probe_dns_failures_total"}
+COUNTERS = {
+    "t3probe_disconnects_total",
+    "t3probe_reconnect_failures_total",
+    "t3probe_dns_failures_total",
+}
 HISTOGRAMS = {
     "t3probe_rtt_seconds",
     "t3probe_connection_age_seconds",
@@ -57,3 +61,5 @@ def test_queries_only_use_contract_metrics_and_reasons() -> None:
                 assert set(verdict.split("|")) <= VERDICTS, f"{source}: verdict {verdict}"
             for phase in re.findall(r"phase\s*!?=~?\s*\"([^\"]*)\"", query):
                 assert set(phase.split("|")) <= CONNECT_PHASES, f"{source}: phase {phase}"
+            for role in re.findall(r"role\s*!?=~?\s*\"([^\"]*)\"", query):
+                assert set(role.split("|")) <= LEG_ROLES, f"{source}: role {role}"

@@ -29,6 +29,11 @@ PROBE_STALL_SHARE = 0.1
 FLAP_WATCHDOGS = 3.0
 _LABEL_VALUE = r"^[a-z][a-z0-9_]{0,31}$"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+# What a leg is for: `path` measures a route (the default); `wall` is a wall-off guard, an
+# http leg on a protected path that must keep answering the auth answer (401, 403, a login
+# redirect). Alerts tell them apart by t3probe_leg_info's `role` label: a closed set.
+LegRole = Literal["path", "wall"]
+LEG_ROLES: tuple[str, ...] = get_args(LegRole)
 
 
 class _Strict(BaseModel):
@@ -118,6 +123,7 @@ class _LegBase(_Strict):
     ]
     ca_file: Path | None = None
     require_header: str | None = None
+    role: LegRole = "path"
     forbid_addresses: Annotated[
         list[Annotated[IPvAnyNetwork, BeforeValidator(_address_text)]], Field(max_length=64)
     ] = []
@@ -155,6 +161,11 @@ class _LegBase(_Strict):
             allowed = " or ".join(f"{s}://" for s in self.schemes)
             kind = getattr(self, "kind", "")
             raise ValueError(f"url: a {kind} leg needs a {allowed} URL, got {scheme}://")
+        if self.role == "wall" and "expected_status" not in type(self).model_fields:
+            raise ValueError(
+                "role: a wall guard checks an HTTP status, so it must be an http leg,"
+                f" not {getattr(self, 'kind', '')}"
+            )
         if isinstance(self.resolver, PinnedResolverConfig):
             for network in self.forbid_addresses:
                 if self.resolver.address in network:
@@ -201,6 +212,23 @@ class HttpLegConfig(_LegBase):
     expected_status: (
         Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(max_length=64)] | None
     ) = None
+
+    @model_validator(mode="after")
+    def _wall_expects_the_auth_answer(self) -> HttpLegConfig:
+        if self.role != "wall":
+            return self
+        if self.expected_status is None:
+            raise ValueError(
+                "expected_status: a wall guard (role: wall) must list the auth answer it"
+                " expects, e.g. [401, 403] or [302] for a login redirect"
+            )
+        open_answers = [status for status in self.expected_status if 200 <= status < 300]
+        if open_answers:
+            raise ValueError(
+                f"expected_status: {open_answers[0]} is the answer of an open wall; a wall"
+                " guard (role: wall) expects the auth answer (401, 403, a login redirect)"
+            )
+        return self
 
     def status_is_alive(self, status: int) -> bool:
         if self.expected_status is None:

@@ -15,6 +15,7 @@ from t3probe import __version__
 from t3probe.attribution import VerdictName
 from t3probe.config import (
     LEG_KINDS,
+    LEG_ROLES,
     RESOLVER_KINDS,
     AnyLegConfig,
     DohResolverConfig,
@@ -38,7 +39,7 @@ class ProbeMetrics:
         )
         self.disconnects = Counter(
             "t3probe_disconnects",
-            "Leg deaths (and changes of failure mode while down), by reason",
+            "Outages: a leg going down, by the reason that took it down",
             ["leg", "reason"],
             registry=registry,
         )
@@ -109,8 +110,8 @@ class ProbeMetrics:
         )
         self.leg_info = Gauge(
             "t3probe_leg_info",
-            "Static description of each leg",
-            ["leg", "kind", "resolver"],
+            "Static description of each leg (role: path, or wall for a wall-off guard)",
+            ["leg", "kind", "resolver", "role"],
             registry=registry,
         )
         self.build_info = Gauge(
@@ -138,7 +139,9 @@ class ProbeMetrics:
         # Absent series read as "no data"; operators' rate() and alerts need explicit zeros.
         self.connected.labels(leg=leg.name).set(0)
         self.last_disconnect.labels(leg=leg.name).set(0)
-        self.leg_info.labels(leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind).set(1)
+        self.leg_info.labels(
+            leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind, role=leg.role
+        ).set(1)
         for reason in Reason:
             self.disconnects.labels(leg=leg.name, reason=reason.value)
             self.reconnect_failures.labels(leg=leg.name, reason=reason.value)
@@ -163,7 +166,8 @@ class ProbeMetrics:
             single.remove(name)
         for kind in LEG_KINDS:
             for resolver in RESOLVER_KINDS:
-                self.leg_info.remove(name, kind, resolver)
+                for role in LEG_ROLES:
+                    self.leg_info.remove(name, kind, resolver, role)
         for reason in Reason:
             self.disconnects.remove(name, reason.value)
             self.reconnect_failures.remove(name, reason.value)
