@@ -51,6 +51,12 @@ if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
     command -v dnsdist >/dev/null || missing+=(dnsdist)
     [ -x /usr/sbin/unbound ] || command -v unbound >/dev/null || missing+=(unbound)
     [ -x /usr/sbin/kresd ] || command -v kresd >/dev/null || missing+=(knot-resolver)
+    # tests/test_image.py builds and runs the Dockerfile (as root) with no Docker engine
+    # and no registry: podman on runc, a base made by mmdebstrap; uidmap for podman.
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+    command -v newuidmap >/dev/null || missing+=(uidmap)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -78,3 +78,31 @@ def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
     assert copied, "the Dockerfile copies from the build context"
     assert copied <= allowed, f"copied but ignored: {copied - allowed}"
     assert not {".venv", ".git", "tests"} & allowed
+
+
+def test_base_is_an_argument_defaulting_to_the_official_image() -> None:
+    # tests/test_image.py builds on a local base; production keeps the official one.
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    (default,) = re.findall(r"^ARG BASE=(\S+)$", text, re.M)
+    assert default.startswith("python:3.11-slim-bookworm")
+    froms = [stage[0].split()[1] for stage in dockerfile_stages()]
+    assert froms == ["${BASE}"] * len(froms), "every stage on the same base"
+
+
+def test_healthcheck_follows_the_configured_port() -> None:
+    final = dockerfile_stages()[-1]
+    (check,) = [line for line in final if line.upper().startswith("HEALTHCHECK ")]
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command[:2] == ["t3probe", "healthcheck"]
+    assert str(PROBE_PORT) not in check, "the port comes from the config, not the Dockerfile"
+    cmds = [line for line in final if line.upper().startswith("CMD ")]
+    run_args = json.loads(cmds[-1].split(None, 1)[1])
+    assert command[2:] == run_args[1:], "the healthcheck reads the config `run` reads"
+
+
+def test_build_backend_is_pinned() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((DOCKERFILE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    (backend,) = pyproject["build-system"]["requires"]
+    assert re.fullmatch(r"hatchling==\d+(\.\d+)+", backend), backend

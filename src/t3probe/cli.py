@@ -1,4 +1,4 @@
-"""Command line: ``t3probe run | check-config | echo | lab | attribute``."""
+"""Command line: ``t3probe run | check-config | echo | lab | attribute | healthcheck``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# ProbeConfig's default `listen` (a test keeps them equal): the healthcheck does not
+# import the config model, which costs half a second at every container health check.
+HEALTHCHECK_DEFAULT_LISTEN = "0.0.0.0:9108"
+HEALTHCHECK_TIMEOUT_SECONDS = 4.0
 
 DESCRIPTION = """\
 t3probe holds permanent probe legs to one backend over routes that differ in one
@@ -118,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--prometheus", metavar="URL", help="Prometheus scraping the probe")
     source.add_argument("--events", metavar="URL", help="a live probe's base or /events URL")
     attribute.add_argument("--json", action="store_true", help="one JSON object instead")
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the probe on this host answers /healthz (the image's HEALTHCHECK)",
+        description="GET /healthz of the probe at the config's `listen` address (T3PROBE_LISTEN"
+        f" overrides it; default {HEALTHCHECK_DEFAULT_LISTEN}), a wildcard address on loopback."
+        " Exit 0 on 200, 1 on anything else. Reads only `listen` from FILE.",
+    )
+    health.add_argument("--config", type=Path, metavar="FILE", help="the probe's config file")
     return parser
 
 
@@ -167,6 +180,46 @@ def _join_relative_times(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def _healthcheck(config_path: Path | None) -> int:
+    # Only `listen` is read: a file broken elsewhere (its reload was rejected and the old
+    # config runs on) must not make a healthy probe look dead and get it restarted.
+    import http.client
+
+    import yaml
+
+    listen: object = HEALTHCHECK_DEFAULT_LISTEN
+    if config_path is not None:
+        try:
+            data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            print(f"t3probe healthcheck: cannot read {config_path}: {err}", file=sys.stderr)
+            return EXIT_RUNTIME_ERROR
+        if isinstance(data, dict) and "listen" in data:
+            listen = data["listen"]
+    listen = os.environ.get("T3PROBE_LISTEN", listen)
+    host, sep, port_text = str(listen).rpartition(":")
+    host = host.strip("[]")
+    if not (sep and host and port_text.isdigit() and int(port_text) <= 65535):
+        print(f"t3probe healthcheck: listen: {listen!r} is not HOST:PORT", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    # A wildcard bind answers on loopback, which needs no route out of the container.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port_text}/healthz"
+    connection = http.client.HTTPConnection(host, int(port_text), HEALTHCHECK_TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", "/healthz")
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as err:
+        print(f"t3probe healthcheck: GET {url} failed: {err}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    finally:
+        connection.close()
+    if status != 200:
+        print(f"t3probe healthcheck: GET {url} answered {status}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Tests and benchmarks set T3PROBE_LOOPBACK_ONLY=1 so a child can only reach loopback;
     # the kernel-fault tests add T3PROBE_ALLOWED_NETWORKS=198.18.0.0/15 for processes in
@@ -198,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args.config)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "healthcheck":
+        return _healthcheck(args.config)
     if args.command == "echo":
         from t3probe.echo_cli import run_echo
 
