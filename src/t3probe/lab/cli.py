@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from aiohttp import web
@@ -41,9 +42,9 @@ async def _wait_until_all_up(lab: Lab) -> bool:
     return False
 
 
-async def _scripted(lab: Lab, name: str, out: TextIO) -> int:
+async def _scripted(lab: Lab, names: Sequence[str], out: TextIO) -> int:
     assert lab.probe is not None and lab.parts is not None
-    scenarios = select(name)
+    scenarios = select(names)
     if not await _wait_until_all_up(lab):
         out.write("lab: the legs did not all come up; cannot run scenarios\n")
         return 1
@@ -116,14 +117,16 @@ async def _interactive(
     return 0
 
 
-async def _main(scenario: str | None, listen: str, control_listen: str, out: TextIO) -> int:
+async def _main(
+    scenarios: Sequence[str] | None, listen: str, control_listen: str, out: TextIO
+) -> int:
     recent: collections.deque[str] = collections.deque(maxlen=RECENT_EVENTS)
     tty = out.isatty()
 
     def on_line(line: str) -> None:
         text = event_text(json.loads(line))
         recent.append(text)
-        if scenario is None and not tty:
+        if scenarios is None and not tty:
             out.write(text + "\n")
             out.flush()
 
@@ -134,28 +137,28 @@ async def _main(scenario: str | None, listen: str, control_listen: str, out: Tex
         out.write(f"lab: cannot start: {err}\n")
         return 1
     try:
-        if scenario is not None:
-            return await _scripted(lab, scenario, out)
+        if scenarios is not None:
+            return await _scripted(lab, scenarios, out)
         return await _interactive(lab, control_listen, recent, out)
     finally:
         await lab.stop()
 
 
 def run_lab(
-    scenario: str | None,
+    scenarios: Sequence[str] | None,
     listen: str,
     list_only: bool = False,
     control: str = "127.0.0.1:9109",
 ) -> int:
     if list_only:
         return _list_scenarios(sys.stdout)
-    if scenario is not None:
+    if scenarios is not None:
         try:
-            select(scenario)
-        except KeyError:
+            select(scenarios)
+        except KeyError as err:
             names = ", ".join(s.name for s in SCENARIOS)
             print(
-                f"t3probe lab: unknown scenario {scenario!r}; choose all or one of: {names}",
+                f"t3probe lab: unknown scenario {err.args[0]!r}; choose all or any of: {names}",
                 file=sys.stderr,
             )
             return 2
@@ -167,4 +170,4 @@ def run_lab(
             return 2
     # Per-request access lines from the lab's own servers would bury the live view.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return asyncio.run(_main(scenario, listen, control, sys.stdout))
+    return asyncio.run(_main(scenarios, listen, control, sys.stdout))
