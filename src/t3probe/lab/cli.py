@@ -83,7 +83,7 @@ async def _interactive(
     probe_url = f"http://{lab.probe.config.listen_address[0]}:{lab.probe.port}"
     help_lines: list[str] = []
     runner = web.AppRunner(
-        make_control_app(control, lambda: "\n".join(help_lines)),
+        make_control_app(control, lambda: help_lines),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=0.5,
