@@ -42,3 +42,14 @@ def test_recent_drops_are_bounded_and_on_the_monotonic_clock() -> None:
         record.mark_down(Reason.RESET, float(index), 1000.0 + index)
     assert len(record.recent_drops) == RECENT_DROPS_PER_LEG
     assert record.recent_drops[-1][0] == 1000.0 + RECENT_DROPS_PER_LEG * 2 - 1
+
+
+def test_a_new_failure_mode_while_down_keeps_the_outage_start() -> None:
+    record = LegRecord("ws", ("lb",))
+    record.mark_up(1.0, 101.0)
+    record.mark_down(Reason.RESET, 2.0, 102.0)
+    record.mark_down(Reason.CONNECT_REFUSED, 4.0, 104.0)
+    # The leg has been down since the drop, whatever its reconnects meet meanwhile.
+    assert (record.since, record.reason) == (2.0, Reason.CONNECT_REFUSED)
+    record.mark_up(5.0, 105.0)
+    assert record.since == 5.0
