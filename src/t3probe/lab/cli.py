@@ -18,10 +18,10 @@ from t3probe.daemon import ListenError, stop_on_signals
 from t3probe.lab.control import TARGETS, LabControl, make_control_app
 from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
 from t3probe.lab.topology import Lab
-from t3probe.lab.view import CLEAR_SCREEN, event_text, render
+from t3probe.lab.view import CLEAR_SCREEN, MAX_EVENTS, event_text, render, snapshot
 
 REFRESH_SECONDS = 1.0
-RECENT_EVENTS = 8
+RECENT_EVENTS = MAX_EVENTS
 STARTUP_SECONDS = 15.0
 
 
@@ -102,12 +102,15 @@ async def _interactive(
     tty = out.isatty()
     if not tty:
         out.write("\n".join(help_lines) + "\n")
+    control_url = f"http://{host}:{bound}/lab"
+    header = f"t3probe lab · probe {probe_url} · control {control_url}"
+    help_line = f"faults by hand: curl {control_url}  ·  Ctrl-C stops the lab"
     try:
         while not stop.is_set():
             if tty:
                 faults = ", ".join(f"{t}={f}" for t, f in control.active.items()) or "none"
-                footer = [f"faults: {faults}", "", "recent events:", *recent, "", *help_lines]
-                out.write(CLEAR_SCREEN + render(lab.probe, ["t3probe lab"], footer) + "\n")
+                screen = render(snapshot(lab.probe), header, faults, recent, help_line)
+                out.write(CLEAR_SCREEN + screen + "\n")
             out.flush()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
