@@ -126,3 +126,16 @@ async def test_snapshot_of_a_running_probe() -> None:
         assert down.drops != "-"
         text = render(snapshot(probe.probe), "header", "none", [], "help")
         assert "ws_path" in text and "verdict: " in text
+
+
+async def test_snapshot_of_a_leg_back_from_a_drop(peer: Peer) -> None:
+    # The peer closes after each first echo: the leg keeps dropping and coming back.
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/close/4000")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up", after=1)
+
+        def back() -> bool:
+            seen = snapshot(probe.probe).legs[0]
+            return seen.state == "up" and seen.back_for is not None and seen.flap_drops >= 1
+
+        await eventually(back, 5 * TIME_UNIT)

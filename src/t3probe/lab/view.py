@@ -81,7 +81,11 @@ def snapshot(probe: Probe) -> ViewState:
     for name, leg in verdict["legs"].items():
         seen = observations.get(name)
         drops = seen.recent_drops if seen is not None else ()
-        back = seen is not None and seen.state == "up" and seen.recovered_from is not None
+        back_since = (
+            seen.up_since
+            if seen is not None and seen.state == "up" and seen.recovered_from is not None
+            else None
+        )
         legs.append(
             LegView(
                 name=name,
@@ -93,7 +97,7 @@ def snapshot(probe: Probe) -> ViewState:
                 segments=tuple(leg["segments"]),
                 drops=_drops(probe, name),
                 last_drop_ago=now - drops[-1][0] if drops else None,
-                back_for=now - seen.up_since if back and seen and seen.up_since else None,
+                back_for=None if back_since is None else now - back_since,
                 flap_drops=sum(
                     now - at <= config.effective_flap_window and reason not in NON_PATH_REASONS
                     for at, reason in drops
