@@ -9,14 +9,19 @@ UV_VERSION="0.13.9"
 WANT_SYSTEM_PACKAGES="${1:-}"
 
 as_root() { [ "$(id -u)" = "0" ]; }
+# One line on stderr per step actually taken, so a first run is not ~25 s of silence;
+# a run with nothing to do stays quiet.
+say() { echo "bootstrap: $*" >&2; }
 
 apt_install() {
     if as_root; then
         if [ ! -e /var/lib/apt/lists/lock ] || [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]; then
+            say "apt-get update"
             apt-get update -qq
         fi
+        say "apt-get install $*"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+            || { say "apt-get update, then install again"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
     else
         echo "bootstrap: not root, cannot install Debian packages: $* (install them with sudo apt-get install $*)" >&2
     fi
@@ -31,11 +36,15 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     apt_install python3-venv
 fi
 if [ ! -x .tools/bin/uv ] || ! .tools/bin/uv --version | grep -q "$UV_VERSION"; then
+    say "installing uv $UV_VERSION into .tools"
     "$PYTHON" -m venv .tools
     .tools/bin/python -m pip install -q "uv==$UV_VERSION"
 fi
 export UV_PYTHON_DOWNLOADS=never
-.tools/bin/uv sync --locked --quiet --python "$PYTHON"
+if ! .tools/bin/uv sync --locked --check --quiet --python "$PYTHON" 2>/dev/null; then
+    say "syncing Python packages from uv.lock into ${UV_PROJECT_ENVIRONMENT:-.venv}"
+    .tools/bin/uv sync --locked --quiet --python "$PYTHON"
+fi
 
 if [ "$WANT_SYSTEM_PACKAGES" = "--system" ]; then
     missing=()

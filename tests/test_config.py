@@ -286,7 +286,28 @@ def test_environment_overrides_are_named_when_the_config_fails(
 def test_dump_round_trips(tmp_path: Path) -> None:
     config = load_config(REPO / "examples" / "reference.yaml")
     again = load_config(_write(tmp_path, dump_config(config)))
-    assert again == config
+    # The derived defaults come back pinned to the values they had: the same behaviour.
+    assert again == config.model_copy(update=DERIVED_IN_REFERENCE)
+
+
+# watchdog_seconds is 20 in examples/reference.yaml, which sets none of these.
+DERIVED_IN_REFERENCE = {
+    "connect_timeout_seconds": 20.0,
+    "probe_stall_seconds": 2.0,
+    "flap_window_seconds": 60.0,
+}
+
+
+def test_dump_shows_derived_defaults_as_their_effective_values() -> None:
+    config = load_config(REPO / "examples" / "reference.yaml")
+    text = dump_config(config)
+    dumped = yaml.safe_load(text)
+    for key, value in DERIVED_IN_REFERENCE.items():
+        assert dumped[key] == value, key
+        assert f"{key}: {value}  # derived from watchdog_seconds" in text.splitlines()
+    # A value given in the file is printed as given, without the note.
+    pinned = config.model_copy(update={"probe_stall_seconds": 1.5})
+    assert "probe_stall_seconds: 1.5\n" in dump_config(pinned)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -327,3 +327,26 @@ async def test_a_real_fault_after_a_long_stall_convicts_once_echoes_have_resumed
         assert down.reason is Reason.CLOSED_BY_PEER, down.detail
         verdict = probe.probe.recorder.refresh_verdict()
         assert (verdict.verdict, verdict.suspects) == ("suspect", ("ws_path",))
+
+
+async def test_verdict_dates_an_outage_from_its_drop_and_shows_no_stale_rtt() -> None:
+    peer = await Peer().start()
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")])
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        base = f"http://127.0.0.1:{probe.probe.port}/verdict"
+
+        def measured() -> bool:
+            return probe.probe.recorder.verdict_json()["legs"]["ws"]["last_rtt_seconds"] is not None
+
+        await eventually(measured, 5 * TIME_UNIT)
+        await peer.stop()  # the drop, then every reconnect is refused: a new failure mode
+        down = await probe.wait_for("ws", "down")
+        changed = await probe.wait_for("ws", "reconnect_failed")
+        assert changed.reason != down.reason
+        state = json.loads((await _get(base))[1])["legs"]["ws"]
+        assert state["reason"] == str(changed.reason)
+        assert state["since"] == round(down.at, 3)
+        # The RTT from before the drop says nothing about the path now.
+        assert state["last_rtt_seconds"] is None
+        assert down.last_rtt_seconds is not None  # the event keeps it: the RTT before the drop

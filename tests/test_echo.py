@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -376,3 +377,26 @@ def test_token_bucket() -> None:
     assert not bucket.take(0.05)
     assert bucket.take(0.11)
     assert [bucket.take(100.0) for _ in range(3)] == [True, True, False]
+
+
+async def test_requests_are_logged_at_debug_only(
+    start_echo: StartEcho, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def access_lines_at(level: int) -> list[logging.LogRecord]:
+        caplog.clear()
+        caplog.set_level(level)
+        echo = await start_echo()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{HOST}:{echo.port}/probe/healthz") as response:
+                assert response.status == 200
+            async with session.ws_connect(f"ws://{HOST}:{echo.port}/probe/ws") as ws:
+                await ws.send_str("ping")
+                assert (await ws.receive()).data == "ping"
+        await echo.stop()  # every handler has finished, and logged, once stop returns
+        return [r for r in caplog.records if r.name == "aiohttp.access"]
+
+    # A heartbeat every few seconds must not make a log line each at the default level.
+    assert await access_lines_at(logging.INFO) == []
+    debug = await access_lines_at(logging.DEBUG)
+    assert {r.levelno for r in debug} == {logging.DEBUG}
+    assert any("GET /probe/healthz" in r.getMessage() for r in debug)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from tests.support.env import TIME_UNIT
 from tests.support.harness import free_port
@@ -84,3 +85,30 @@ async def test_a_fault_injected_by_hand_convicts_the_right_segment() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_every_scenario_given_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "t3probe", "lab", "--listen", "127.0.0.1:0",
+         "--scenario", "baseline", "--scenario", "lb_refuse"],
+        capture_output=True, text=True, timeout=120 * TIME_UNIT, env=LAB_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    ran = {line.split()[0] for line in result.stdout.splitlines()[1:-1]}
+    assert ran == {"baseline", "lb_refuse"}
+    assert result.stdout.splitlines()[-1] == "4 matched, 0 mismatched"
+
+
+def test_scenarios_are_selected_in_order_once_each() -> None:
+    from t3probe.lab.scenarios import SCENARIO_NAMES, select
+
+    assert [s.name for s in select(["lb_refuse", "baseline", "lb_refuse"])] == [
+        "lb_refuse",
+        "baseline",
+    ]
+    assert [s.name for s in select(["lb_refuse", "all"])] == [
+        "lb_refuse",
+        *(name for name in SCENARIO_NAMES if name != "lb_refuse"),
+    ]
+    with pytest.raises(KeyError, match="meteor"):
+        select(["baseline", "meteor"])

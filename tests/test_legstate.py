@@ -52,3 +52,14 @@ def test_an_answer_dates_the_evidence_from_when_its_heartbeat_was_sent() -> None
     record.mark_success(2.0, 110.0)
     assert record.observation().last_success_at == 108.0
     assert record.last_rtt == 2.0
+
+
+def test_a_new_failure_mode_while_down_keeps_the_outage_start() -> None:
+    record = LegRecord("ws", ("lb",))
+    record.mark_up(1.0, 101.0)
+    record.mark_down(Reason.RESET, 2.0, 102.0)
+    record.mark_down(Reason.CONNECT_REFUSED, 4.0, 104.0)
+    # The leg has been down since the drop, whatever its reconnects meet meanwhile.
+    assert (record.since, record.reason) == (2.0, Reason.CONNECT_REFUSED)
+    record.mark_up(5.0, 105.0)
+    assert record.since == 5.0

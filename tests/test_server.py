@@ -63,3 +63,19 @@ async def test_events_come_in_bounded_pages_that_a_client_can_follow() -> None:
     assert ours == 2500
     assert seen == sorted(seen)
     assert refused == 400
+
+
+async def test_the_root_is_an_index_of_the_endpoints() -> None:
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{free_port()}/probe/ws")])
+    async with running_probe(config) as probe:
+        base = f"http://127.0.0.1:{probe.probe.port}"
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{base}/") as response:
+                assert response.status == 200
+                assert response.content_type == "text/html"
+                index = await response.text()
+            for path in ("/metrics", "/healthz", "/readyz", "/events", "/verdict"):
+                assert f'href="{path}"' in index
+                async with client.get(f"{base}{path}") as response:
+                    assert response.status in (200, 503), path  # each link leads somewhere
+            assert "POST /-/reload" in index

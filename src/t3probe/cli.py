@@ -32,6 +32,34 @@ Start with `t3probe lab` to watch it work on loopback, then write a config
 """
 
 
+def _log_level_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="diagnostics on stderr (events go to stdout as JSON lines); default"
+        " $T3PROBE_LOG_LEVEL, else INFO",
+    )
+
+
+def _log_level_parent() -> argparse.ArgumentParser:
+    """``--log-level`` after the subcommand too. SUPPRESS: a subcommand that is not
+    given one must not overwrite the value given before it with a default."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _log_level_option(parent, argparse.SUPPRESS)
+    return parent
+
+
+def _config_file_options(parser: argparse.ArgumentParser) -> None:
+    # Both forms work: `run FILE` is what a newcomer types, `--config FILE` what the
+    # image and the manifests say.
+    parser.add_argument("file", nargs="?", type=Path, metavar="FILE", help="YAML config file")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML config file (same as FILE)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="t3probe",
@@ -39,64 +67,79 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"t3probe {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("T3PROBE_LOG_LEVEL", "INFO").upper(),
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (events go to stdout as JSON lines); default INFO",
-    )
+    _log_level_option(parser, os.environ.get("T3PROBE_LOG_LEVEL", "INFO").upper())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_log_level_parent()]
 
     run = commands.add_parser(
         "run",
+        parents=common,
         help="run the probe daemon",
         description="Run the probe. Config from FILE, overridden by T3PROBE_* environment"
         " variables (T3PROBE_<KEY>, e.g. T3PROBE_HEARTBEAT_SECONDS=5; T3PROBE_LEGS takes JSON)."
         " Exits 2 on a bad config before binding any port; SIGTERM/SIGINT close every"
         " WebSocket with 1001 and exit 0. SIGHUP or POST /-/reload re-read FILE and the"
-        " environment: unchanged legs keep their connections, a bad config is rejected.",
+        " environment: unchanged legs keep their connections, a bad config is rejected."
+        " Without FILE the config comes from the environment alone.",
     )
-    run.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
+    _config_file_options(run)
 
     check = commands.add_parser(
         "check-config",
+        parents=common,
         help="validate a config file and print the effective config",
         description="Validate FILE (with T3PROBE_* overrides applied) and print the"
-        " effective config as YAML. Exits 2 naming the offending field on error.",
+        " effective config as YAML, derived defaults filled in. Exits 2 naming the"
+        " offending field on error.",
     )
-    check.add_argument("file", type=Path, metavar="FILE")
+    _config_file_options(check)
 
     echo = commands.add_parser(
         "echo",
+        parents=common,
         help="serve the reference /probe/ws echo and /probe/healthz",
         description="The dispatch-side contract: /probe/ws echoes text frames, hardened"
         " against abuse (text only, small frames, rate and connection caps, idle timeout).",
     )
-    echo.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT")
+    echo.add_argument(
+        "--listen",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where to serve (default: %(default)s)",
+    )
 
     lab = commands.add_parser(
         "lab",
+        parents=common,
         help="run the whole topology on loopback with the probe against it",
         description="The embedded default: echo dispatch, LB and CDN edge as fault proxies,"
         " a DoH server and a backend, all on loopback, probed with compressed timings."
         " Without --scenario it runs until interrupted, with a live view and a control"
         " endpoint for injecting faults by hand.",
     )
-    lab.add_argument("--scenario", metavar="NAME|all", help="run scripted faults and exit")
     lab.add_argument(
-        "--listen", default="127.0.0.1:9108", metavar="HOST:PORT", help="probe's HTTP surface"
+        "--scenario",
+        action="append",
+        metavar="NAME|all",
+        help="run scripted faults and exit; repeat to run several (see --list)",
+    )
+    lab.add_argument(
+        "--listen",
+        default="127.0.0.1:9108",
+        metavar="HOST:PORT",
+        help="probe's HTTP surface (default: %(default)s)",
     )
     lab.add_argument(
         "--control",
         default="127.0.0.1:9109",
         metavar="HOST:PORT",
-        help="HTTP API for injecting faults by hand (see the live view)",
+        help="HTTP API for injecting faults by hand, GET /lab for how (default: %(default)s)",
     )
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     attribute = commands.add_parser(
         "attribute",
+        parents=common,
         help="answer a user's report: was the drop at TIME infra or their network?",
         description="Per-leg evidence around TIME and the verdict, from Prometheus or a"
         " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
@@ -150,6 +193,12 @@ def _run(config_path: Path | None) -> int:
         # The config named an address this host cannot bind: a config error, like any.
         print(f"t3probe: invalid config: listen: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+
+
+def _config_path(command: str, file: Path | None, option: Path | None) -> Path | None:
+    if file is not None and option is not None:
+        raise ValueError(f"{command}: give the config as FILE or --config FILE, not both")
+    return file if file is not None else option
 
 
 def _check_config(path: Path) -> int:
@@ -247,10 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from t3probe import logfilters
 
     logfilters.install()
-    if args.command == "run":
-        return _run(args.config)
-    if args.command == "check-config":
-        return _check_config(args.file)
+    if args.command in ("run", "check-config"):
+        try:
+            path = _config_path(args.command, args.file, args.config)
+        except ValueError as err:
+            print(f"t3probe {err}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        if args.command == "run":
+            # No file: the config comes from T3PROBE_* alone (README: Configuration).
+            return _run(path)
+        if path is None:
+            print("t3probe check-config: give the config as FILE or --config FILE", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        return _check_config(path)
     if args.command == "healthcheck":
         return _healthcheck(args.config)
     if args.command == "echo":
@@ -261,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from t3probe.lab.cli import run_lab
 
         return run_lab(
-            scenario=args.scenario, listen=args.listen, list_only=args.list, control=args.control
+            scenarios=args.scenario, listen=args.listen, list_only=args.list, control=args.control
         )
     from t3probe.attribute.cli import run_attribute
 

@@ -220,5 +220,23 @@ def _check_ca_files(config: ProbeConfig) -> None:
                 raise ConfigError(f"{where}: cannot load CA file {path}: {err}") from err
 
 
+def _derived_values(config: ProbeConfig) -> dict[str, float]:
+    """Settings left unset in the file, with the value the probe derives for them."""
+    effective = {
+        "connect_timeout_seconds": config.effective_connect_timeout,
+        "probe_stall_seconds": config.effective_probe_stall,
+        "flap_window_seconds": config.effective_flap_window,
+    }
+    return {key: value for key, value in effective.items() if getattr(config, key) is None}
+
+
 def dump_config(config: ProbeConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The effective config as YAML: derived defaults are printed with the value they
+    take (a `null` would leave the operator to work it out) and say where it comes from."""
+    derived = _derived_values(config)
+    data = config.model_dump(mode="json")
+    data.update(derived)
+    lines = yaml.safe_dump(data, sort_keys=False).splitlines()
+    # Top-level keys start at column 0, so a leg's own key of the same name cannot match.
+    notes = {f"{key}:": "  # derived from watchdog_seconds" for key in derived}
+    return "".join(line + notes.get(line.split(" ", 1)[0], "") + "\n" for line in lines)

@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections import deque
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
 
 __all__ = [
     "ECHO_HEADER",
@@ -233,6 +236,25 @@ def make_echo_app(limits: EchoLimits | None = None) -> web.Application:
     return app
 
 
+class DebugAccessLogger(AbstractAccessLogger):
+    """Access lines at DEBUG: every probe heartbeat is a request, and one INFO line each
+    would bury everything else the echo logs."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug(
+            '%s "%s %s" %d %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
 def make_echo_runner(limits: EchoLimits | None = None) -> web.AppRunner:
     """The echo app inside a runner that also applies the connection-level caps."""
     limits = limits or EchoLimits()
@@ -245,6 +267,7 @@ def make_echo_runner(limits: EchoLimits | None = None) -> web.AppRunner:
         max_line_size=limits.max_header_line_bytes,
         max_field_size=limits.max_header_line_bytes,
         shutdown_timeout=limits.close_timeout_seconds + 1.0,
+        access_log_class=DebugAccessLogger,
     )
 
 

@@ -58,7 +58,9 @@ class LegRecord:
         was_up = self.state == "up"
         if self.state != "down":
             self.recent_drops.append((monotonic, reason))
-        self.state, self.reason, self.since = "down", reason, wall
+            # Down since the drop: a reconnect meeting another failure is the same outage.
+            self.since = wall
+        self.state, self.reason = "down", reason
         self.up_since = self.recovered_from = None
         return was_up
 

@@ -237,7 +237,9 @@ class Recorder:
                     "segments": list(record.segments),
                     "reason": None if record.reason is None else str(record.reason),
                     "since": round(record.since, 3),
-                    "last_rtt_seconds": record.last_rtt,
+                    # The RTT from before a drop says nothing about the path while down
+                    # (the down event keeps it).
+                    "last_rtt_seconds": record.last_rtt if record.state == "up" else None,
                 }
                 for name, record in self._legs.items()
             },

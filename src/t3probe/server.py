@@ -15,6 +15,20 @@ from t3probe.reload import ReloadResult
 LIVENESS_TOLERANCE_SECONDS = 5.0
 # One /events answer carries at most this many events; older ones are paged with since=.
 EVENTS_PAGE_MAX = 1000
+# What a browser pointed at the probe's port sees first: where everything is.
+INDEX_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>t3probe</title></head><body>
+<h1>t3probe</h1>
+<ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a>: liveness (the probe's own event loop)</li>
+<li><a href="/readyz">/readyz</a>: readiness (the probe has started its legs)</li>
+<li><a href="/events">/events</a>: recent leg events as JSON (?since=, ?limit=)</li>
+<li><a href="/verdict">/verdict</a>: each leg's state and the segment at fault, as JSON</li>
+<li>POST /-/reload: re-read the config file and environment (like SIGHUP)</li>
+</ul>
+</body></html>
+"""
 
 
 class SharedRender:
@@ -49,6 +63,9 @@ def make_app(
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
 ) -> web.Application:
     shared_render = SharedRender(registry_exposition)
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=INDEX_HTML, content_type="text/html")
 
     async def metrics(request: web.Request) -> web.Response:
         # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
@@ -107,6 +124,7 @@ def make_app(
         return web.Response(status=200 if result.ok else 500, text=result.message + "\n")
 
     app = web.Application(client_max_size=1024)
+    app.router.add_get("/", index)
     app.router.add_post("/-/reload", reload_config)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -19,7 +19,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from t3probe.metrics import AGE_BUCKETS, CONNECT_PHASES, LAG_BUCKETS, RTT_BUCKETS
+from t3probe.metrics import AGE_BUCKETS, LAG_BUCKETS, RTT_BUCKETS
+from t3probe.reasons import CONNECT_PHASES
 
 SCRAPE = 15
 SCRAPE_OFFSET = 7
@@ -48,7 +49,7 @@ DNS_REASONS = ("timeout", "servfail")
 HEARTBEATS_PER_SCRAPE = 3
 LAG_SAMPLES_PER_SCRAPE = 15
 SCRAPE_OFFSET = 7
-CONNECT_SECONDS = {"dns": 0.002, "connect": 0.02, "handshake": 0.03}
+CONNECT_SECONDS = {"dns": 0.002, "tcp": 0.008, "tls": 0.012, "upgrade": 0.03}
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,9 @@ def samples(origin: int) -> dict[str, Family]:
         target = _labels(vantage=vantage, **base)
         rtt = {leg: _Histogram(RTT_BUCKETS) for leg in legs}
         age = {leg: _Histogram(AGE_BUCKETS) for leg in legs}
-        conn = {(leg, p): _Histogram(RTT_BUCKETS) for leg in legs for p in CONNECT_PHASES}
+        conn: dict[tuple[str, str], _Histogram] = {
+            (leg, p): _Histogram(RTT_BUCKETS) for leg in legs for p in CONNECT_PHASES
+        }
         lag = _Histogram(LAG_BUCKETS)
         drops: dict[tuple[str, str], int] = defaultdict(int)
         dns: dict[tuple[str, str], int] = defaultdict(int)

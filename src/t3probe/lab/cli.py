@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from aiohttp import web
@@ -17,10 +18,10 @@ from t3probe.daemon import ListenError, stop_on_signals
 from t3probe.lab.control import TARGETS, LabControl, make_control_app
 from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
 from t3probe.lab.topology import Lab
-from t3probe.lab.view import CLEAR_SCREEN, event_text, render
+from t3probe.lab.view import CLEAR_SCREEN, MAX_EVENTS, event_text, render, snapshot
 
 REFRESH_SECONDS = 1.0
-RECENT_EVENTS = 8
+RECENT_EVENTS = MAX_EVENTS
 STARTUP_SECONDS = 15.0
 
 
@@ -41,9 +42,9 @@ async def _wait_until_all_up(lab: Lab) -> bool:
     return False
 
 
-async def _scripted(lab: Lab, name: str, out: TextIO) -> int:
+async def _scripted(lab: Lab, names: Sequence[str], out: TextIO) -> int:
     assert lab.probe is not None and lab.parts is not None
-    scenarios = select(name)
+    scenarios = select(names)
     if not await _wait_until_all_up(lab):
         out.write("lab: the legs did not all come up; cannot run scenarios\n")
         return 1
@@ -82,7 +83,7 @@ async def _interactive(
     probe_url = f"http://{lab.probe.config.listen_address[0]}:{lab.probe.port}"
     help_lines: list[str] = []
     runner = web.AppRunner(
-        make_control_app(control, lambda: "\n".join(help_lines)),
+        make_control_app(control, lambda: help_lines),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=0.5,
@@ -101,12 +102,15 @@ async def _interactive(
     tty = out.isatty()
     if not tty:
         out.write("\n".join(help_lines) + "\n")
+    control_url = f"http://{host}:{bound}/lab"
+    header = f"t3probe lab · probe {probe_url} · control {control_url}"
+    help_line = f"faults by hand: curl {control_url}  ·  Ctrl-C stops the lab"
     try:
         while not stop.is_set():
             if tty:
                 faults = ", ".join(f"{t}={f}" for t, f in control.active.items()) or "none"
-                footer = [f"faults: {faults}", "", "recent events:", *recent, "", *help_lines]
-                out.write(CLEAR_SCREEN + render(lab.probe, ["t3probe lab"], footer) + "\n")
+                screen = render(snapshot(lab.probe), header, faults, recent, help_line)
+                out.write(CLEAR_SCREEN + screen + "\n")
             out.flush()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
@@ -116,14 +120,16 @@ async def _interactive(
     return 0
 
 
-async def _main(scenario: str | None, listen: str, control_listen: str, out: TextIO) -> int:
+async def _main(
+    scenarios: Sequence[str] | None, listen: str, control_listen: str, out: TextIO
+) -> int:
     recent: collections.deque[str] = collections.deque(maxlen=RECENT_EVENTS)
     tty = out.isatty()
 
     def on_line(line: str) -> None:
         text = event_text(json.loads(line))
         recent.append(text)
-        if scenario is None and not tty:
+        if scenarios is None and not tty:
             out.write(text + "\n")
             out.flush()
 
@@ -134,28 +140,28 @@ async def _main(scenario: str | None, listen: str, control_listen: str, out: Tex
         out.write(f"lab: cannot start: {err}\n")
         return 1
     try:
-        if scenario is not None:
-            return await _scripted(lab, scenario, out)
+        if scenarios is not None:
+            return await _scripted(lab, scenarios, out)
         return await _interactive(lab, control_listen, recent, out)
     finally:
         await lab.stop()
 
 
 def run_lab(
-    scenario: str | None,
+    scenarios: Sequence[str] | None,
     listen: str,
     list_only: bool = False,
     control: str = "127.0.0.1:9109",
 ) -> int:
     if list_only:
         return _list_scenarios(sys.stdout)
-    if scenario is not None:
+    if scenarios is not None:
         try:
-            select(scenario)
-        except KeyError:
+            select(scenarios)
+        except KeyError as err:
             names = ", ".join(s.name for s in SCENARIOS)
             print(
-                f"t3probe lab: unknown scenario {scenario!r}; choose all or one of: {names}",
+                f"t3probe lab: unknown scenario {err.args[0]!r}; choose all or any of: {names}",
                 file=sys.stderr,
             )
             return 2
@@ -167,4 +173,4 @@ def run_lab(
             return 2
     # Per-request access lines from the lab's own servers would bury the live view.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return asyncio.run(_main(scenario, listen, control, sys.stdout))
+    return asyncio.run(_main(scenarios, listen, control, sys.stdout))

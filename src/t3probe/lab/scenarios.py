@@ -12,7 +12,7 @@ import collections
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from t3probe.lab.topology import LB_ADDRESS, LabParts
@@ -247,13 +247,20 @@ SCENARIOS: tuple[Scenario, ...] = (
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
-def select(name: str) -> tuple[Scenario, ...]:
-    if name == "all":
-        return SCENARIOS
-    for scenario in SCENARIOS:
-        if scenario.name == name:
-            return (scenario,)
-    raise KeyError(name)
+def select(names: Sequence[str]) -> tuple[Scenario, ...]:
+    """The scenarios named, in the order given, each once; ``all`` is every scenario.
+    KeyError names the first unknown one."""
+    by_name = {scenario.name: scenario for scenario in SCENARIOS}
+    chosen: dict[str, Scenario] = {}
+    for name in names:
+        if name == "all":
+            for scenario in SCENARIOS:
+                chosen.setdefault(scenario.name, scenario)
+        elif name in by_name:
+            chosen.setdefault(name, by_name[name])
+        else:
+            raise KeyError(name)
+    return tuple(chosen.values())
 
 
 async def _await_verdict(
