@@ -121,7 +121,7 @@ class EchoLimits:
                 raise ValueError(f"EchoLimits.{name} must be > 0, got {value!r}")
         if not 0 <= self.reserve < self.max_connections:
             raise ValueError(
-                "EchoLimits.reserved_connections must be >= 0 and < max_connections"
+                "EchoLimits.reserved_connections must be >= 0 and < EchoLimits.max_connections"
                 f" ({self.max_connections}), got {self.reserved_connections!r}"
             )
         if isinstance(self.trusted_proxies, str):
