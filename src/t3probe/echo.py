@@ -16,7 +16,8 @@ client can make it hold is capped:
   in ``trusted_proxies`` (its right-most hop outside them is the client);
 * at most ``max_pending_connections`` TCP connections that have not upgraded yet, and
   ``max_connections_per_client`` of them per peer (trusted proxies exempt): the rest
-  are closed at accept (see echo_wire.py);
+  are closed at accept (see echo_wire.py). Behind TLS a connection counts from the end
+  of its handshake; the handshake itself is bounded by asyncio's 60 s handshake timeout;
 * an idle timeout: no text frame for ``idle_timeout_seconds`` -> close 1000. Pings and
   pongs do not count as activity, or a client answering our pings could hold a slot
   forever. 1000 rather than 1001 because 1001 ("going away") is what a shutdown sends,
@@ -81,6 +82,7 @@ class EchoLimits:
     """Every cap the echo enforces; the defaults suit a public deployment."""
 
     max_frame_bytes: int = 4096
+    # Per connection, charged per frame on the wire (the names predate that).
     messages_per_second: float = 20.0
     burst: int = 40
     max_connections: int = 1000
