@@ -105,6 +105,9 @@ async def run_level(
         0,
         EchoLimits(
             max_connections=legs + 100,
+            # Every leg dials from 127.0.0.1: one client address holds them all.
+            max_connections_per_client=legs + 100,
+            max_pending_connections=legs + 100,
             idle_timeout_seconds=3600,
             messages_per_second=50,
             burst=100,

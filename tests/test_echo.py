@@ -16,6 +16,7 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from t3probe.echo import ECHO_HEADER, EchoLimits, EchoServer, TokenBucket, serve_echo
+from t3probe.echo_wire import RATE_EXCEEDED_MARKER, FrameMeter
 from tests.support.frames import frame, upgrade_request
 from tests.support.harness import eventually
 
@@ -400,3 +401,258 @@ async def test_requests_are_logged_at_debug_only(
     debug = await access_lines_at(logging.DEBUG)
     assert {r.levelno for r in debug} == {logging.DEBUG}
     assert any("GET /probe/healthz" in r.getMessage() for r in debug)
+
+
+# --- the echo is not a lever against dispatch ----------------------------------------
+
+
+async def upgrade_from(port: int, source: str, headers: bytes = b"") -> tuple[RawClient, bytes]:
+    """A raw upgrade from loopback address ``source``; (client, status code)."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+    client = RawClient(reader, writer)
+    request = upgrade_request(port)
+    writer.write(request[:-2] + headers + b"\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    return client, head.split(b" ", 2)[1]
+
+
+def session_from(source: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+
+
+async def test_one_address_cannot_starve_another(
+    start_echo: StartEcho, raw_clients: list[RawClient]
+) -> None:
+    echo = await start_echo(
+        max_connections=8,
+        max_connections_per_client=3,
+        reserved_connections=2,
+        reserve_max_per_client=1,
+    )
+    statuses: dict[str, list[bytes]] = {}
+    for source, attempts in [("127.0.0.2", 10), ("127.0.0.3", 10)]:
+        for _ in range(attempts):
+            client, status = await upgrade_from(echo.port, source)
+            raw_clients.append(client)
+            statuses.setdefault(source, []).append(status)
+    # Each greedy address gets its cap, then 429 (it is them, not the server).
+    assert statuses["127.0.0.2"] == [b"101"] * 3 + [b"429"] * 7
+    assert statuses["127.0.0.3"] == [b"101"] * 3 + [b"429"] * 7
+    # Six of eight held: the rest is the reserve, and a fresh address still gets in.
+    async with session_from("127.0.0.4") as session, session.ws_connect(url(echo)) as ws:
+        await ws.send_str("not starved")
+        assert await ws.receive_str(timeout=2) == "not starved"
+        # ...but only one slot each out of the reserve.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as excinfo:
+            await session.ws_connect(url(echo))
+        assert excinfo.value.status == 503
+    for client in raw_clients:
+        await client.aclose()
+    await eventually(lambda: echo.connection_count == 0, 2)
+    client, status = await upgrade_from(echo.port, "127.0.0.2")
+    raw_clients.append(client)
+    assert status == b"101"  # the slots come back
+
+
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(
+    start_echo: StartEcho, raw_clients: list[RawClient]
+) -> None:
+    echo = await start_echo(max_connections_per_client=1, trusted_proxies=("127.0.0.2/32",))
+
+    async def status(source: str, forwarded_for: str) -> bytes:
+        client, code = await upgrade_from(
+            echo.port, source, f"X-Forwarded-For: {forwarded_for}\r\n".encode()
+        )
+        raw_clients.append(client)
+        return code
+
+    # 127.0.0.1 is not a trusted proxy: every claim is ignored, it is one client.
+    assert await status("127.0.0.1", "203.0.113.1") == b"101"
+    assert await status("127.0.0.1", "203.0.113.2") == b"429"
+    # 127.0.0.2 is: each forwarded client has its own quota...
+    assert await status("127.0.0.2", "203.0.113.1") == b"101"
+    assert await status("127.0.0.2", "203.0.113.2") == b"101"
+    assert await status("127.0.0.2", "203.0.113.2") == b"429"
+    # ...taken from the right-most hop the proxy wrote, not from what the client prepended.
+    assert await status("127.0.0.2", "198.51.100.1, 203.0.113.1") == b"429"
+    assert await status("127.0.0.2", "203.0.113.1, 203.0.113.3") == b"101"
+    assert echo.connection_count == 4
+
+
+# A text message opened with FIN=0, then continued by empty frames that never finish it.
+OPEN_FRAGMENTED = bytes([0x01, 0x80]) + b"\0\0\0\0"
+EMPTY_CONTINUATION = bytes([0x00, 0x80]) + b"\0\0\0\0"
+
+
+async def test_empty_continuation_flood_closes_1008_and_others_are_served(
+    start_echo: StartEcho, raw_clients: list[RawClient], time_unit: float
+) -> None:
+    echo = await start_echo(messages_per_second=20.0, burst=5)
+    flooder = await RawClient.upgraded(echo.port)
+    raw_clients.append(flooder)
+    chunk = EMPTY_CONTINUATION * 10_000
+
+    async def flood() -> None:
+        flooder.writer.write(OPEN_FRAGMENTED)
+        with contextlib.suppress(ConnectionError):
+            while not flooder.reader.at_eof():
+                flooder.writer.write(chunk)
+                await flooder.writer.drain()
+
+    flooding = asyncio.create_task(flood())
+    try:
+        async with asyncio.timeout(2 * time_unit):
+            assert await read_close_code(flooder.reader) == 1008
+        async with session_from("127.0.0.2") as session, session.ws_connect(url(echo)) as ws:
+            for i in range(5):
+                await ws.send_str(f"healthy {i}")
+                assert await ws.receive_str(timeout=2) == f"healthy {i}"
+    finally:
+        flooding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flooding
+
+
+async def test_control_frames_inside_a_fragmented_message_are_charged(
+    start_echo: StartEcho, raw_clients: list[RawClient]
+) -> None:
+    echo = await start_echo(messages_per_second=20.0, burst=5)
+    client = await RawClient.upgraded(echo.port)
+    raw_clients.append(client)
+    pong = bytes([0x8A, 0x80]) + b"\0\0\0\0"  # unsolicited pongs are answered by nothing
+    client.writer.write(bytes([0x01, 0x81]) + b"\0\0\0\0" + b"a" + pong * 50)
+    async with asyncio.timeout(1):
+        assert await read_close_code(client.reader) == 1008
+
+
+async def test_frames_within_the_budget_are_echoed_before_the_close(
+    start_echo: StartEcho, raw_clients: list[RawClient]
+) -> None:
+    echo = await start_echo(messages_per_second=20.0, burst=5)
+    client = await RawClient.upgraded(echo.port)
+    raw_clients.append(client)
+    # One write: the budget runs out in the middle of it.
+    client.writer.write(b"".join(frame(0x1, f"m{i}".encode()) for i in range(20)))
+    received = []
+    async with asyncio.timeout(2):
+        while True:
+            opcode, payload = await read_frame(client.reader)
+            if opcode == 0x8:
+                break
+            received.append(payload)
+    assert received == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert struct.unpack("!H", payload[:2])[0] == 1008
+
+
+async def test_pending_connections_over_the_cap_are_closed_at_once(
+    start_echo: StartEcho, session: aiohttp.ClientSession, raw_clients: list[RawClient]
+) -> None:
+    # A header timeout far beyond the test: whatever closes early is the cap.
+    echo = await start_echo(max_pending_connections=5, header_timeout_seconds=600)
+    idle = [await RawClient.open(echo.port) for _ in range(5)]
+    raw_clients.extend(idle)
+    await eventually(lambda: echo.pending_connection_count == 5, 2)
+    excess = [await RawClient.open(echo.port) for _ in range(3)]
+    raw_clients.extend(excess)
+    async with asyncio.timeout(2):
+        for client in excess:
+            with contextlib.suppress(ConnectionResetError):
+                assert await client.reader.read() == b""
+    assert echo.refused_pending_count == 3
+    for client in idle:
+        await client.aclose()
+    await eventually(lambda: echo.pending_connection_count == 0, 2)
+    async with session.ws_connect(url(echo)) as ws:
+        # The upgrade gives the pending slot back.
+        assert echo.pending_connection_count == 0
+        await ws.send_str("served")
+        assert await ws.receive_str(timeout=2) == "served"
+
+
+async def test_pending_connections_are_capped_per_peer(
+    start_echo: StartEcho, raw_clients: list[RawClient]
+) -> None:
+    echo = await start_echo(max_connections_per_client=2, header_timeout_seconds=600)
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(HOST, echo.port, local_addr=("127.0.0.2", 0))
+        raw_clients.append(RawClient(reader, writer))
+    await eventually(lambda: echo.pending_connection_count == 2, 2)
+    reader, writer = await asyncio.open_connection(HOST, echo.port, local_addr=("127.0.0.2", 0))
+    raw_clients.append(RawClient(reader, writer))
+    async with asyncio.timeout(2):
+        with contextlib.suppress(ConnectionResetError):
+            assert await reader.read() == b""
+    # Another address is not affected.
+    async with session_from("127.0.0.3") as session, session.ws_connect(url(echo)) as ws:
+        await ws.send_str("served")
+        assert await ws.receive_str(timeout=2) == "served"
+
+
+async def test_idle_pending_connections_time_out_and_free_their_slots(
+    start_echo: StartEcho, session: aiohttp.ClientSession, time_unit: float
+) -> None:
+    echo = await start_echo(max_pending_connections=3, header_timeout_seconds=0.3 * time_unit)
+    idle = [await RawClient.open(echo.port) for _ in range(3)]
+    try:
+        await eventually(lambda: echo.pending_connection_count == 3, 2)
+        await eventually(lambda: echo.pending_connection_count == 0, 3 * time_unit)
+        async with session.ws_connect(url(echo)) as ws:
+            await ws.send_str("served")
+            assert await ws.receive_str(timeout=2) == "served"
+    finally:
+        for client in idle:
+            await client.aclose()
+
+
+class RecordingParser:
+    """Stands where aiohttp's parser would: keeps what the meter passes on."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.received += data
+        return False, b""
+
+    def feed_eof(self) -> None:
+        pass
+
+
+METERED_FRAMES = [
+    frame(0x1, b""),
+    frame(0x1, b"x" * 125),
+    frame(0x1, b"y" * 300),  # 16-bit length
+    frame(0x1, b"z" * 70_000, zero_mask=True),  # 64-bit length
+    frame(0x9, b"ping"),
+    OPEN_FRAGMENTED,
+    EMPTY_CONTINUATION,
+    EMPTY_CONTINUATION,
+    bytes([0x80, 0x01]) + b"!",  # unmasked: the meter does not judge, aiohttp does
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 126, 4096, 1 << 20])
+@pytest.mark.parametrize("budget", [len(METERED_FRAMES), 3, 0])
+def test_frame_meter_charges_each_frame_in_any_chunking(chunk: int, budget: int) -> None:
+    stream = b"".join(METERED_FRAMES)
+    parser = RecordingParser()
+    takes = []
+    exceeded = []
+
+    def take() -> bool:
+        takes.append(1)
+        return len(takes) <= budget
+
+    meter = FrameMeter(parser, take, lambda: exceeded.append(1))
+    for start in range(0, len(stream), chunk):
+        meter.feed_data(stream[start : start + chunk])
+    if budget == len(METERED_FRAMES):
+        assert len(takes) == len(METERED_FRAMES)
+        assert parser.received == stream
+        assert not meter.exceeded
+    else:
+        assert meter.exceeded and exceeded == [1]
+        paid = b"".join(METERED_FRAMES[:budget])
+        assert parser.received.startswith(paid)
+        assert RATE_EXCEEDED_MARKER in parser.received[len(paid) :]
+        assert len(parser.received) < len(paid) + 64

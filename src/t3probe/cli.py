@@ -99,13 +99,60 @@ def _parser() -> argparse.ArgumentParser:
         parents=common,
         help="serve the reference /probe/ws echo and /probe/healthz",
         description="The dispatch-side contract: /probe/ws echoes text frames, hardened"
-        " against abuse (text only, small frames, rate and connection caps, idle timeout).",
+        " against abuse (text only, small frames, a rate limit on every frame, connection"
+        " caps per client address, idle timeout). A client address is the TCP peer (an"
+        " IPv6 client counts by its /64); behind a reverse proxy or load balancer, name it"
+        " with --trusted-proxy or every client shares the proxy's quota. Exits 2 on a bad"
+        " option.",
     )
     echo.add_argument(
         "--listen",
         default="127.0.0.1:8765",
         metavar="HOST:PORT",
         help="where to serve (default: %(default)s)",
+    )
+    echo.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="open WebSockets in all; past it an upgrade gets 503 (default: 1000)",
+    )
+    echo.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        metavar="N",
+        help="WebSockets one client address may hold; past it an upgrade gets 429. Also"
+        " caps its connections that have not upgraded yet (default: 32)",
+    )
+    echo.add_argument(
+        "--reserved-connections",
+        type=int,
+        metavar="N",
+        help="the last N WebSocket slots go only to addresses holding fewer than"
+        " --reserve-max-per-client, so greedy clients cannot lock a probe out"
+        " (default: a tenth of --max-connections)",
+    )
+    echo.add_argument(
+        "--reserve-max-per-client",
+        type=int,
+        metavar="N",
+        help="an address holding this many WebSockets gets none from the reserve (default: 4)",
+    )
+    echo.add_argument(
+        "--max-pending-connections",
+        type=int,
+        metavar="N",
+        help="TCP connections not yet upgraded (or plain HTTP); more are closed at accept"
+        " (default: --max-connections)",
+    )
+    echo.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a proxy network whose X-Forwarded-For is believed (its right-most hop"
+        " outside every trusted network is the client); repeatable; default none, so the"
+        " header is ignored",
     )
 
     lab = commands.add_parser(
@@ -314,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "echo":
         from t3probe.echo_cli import run_echo
 
-        return run_echo(args.listen)
+        return run_echo(args)
     if args.command == "lab":
         from t3probe.lab.cli import run_lab
 

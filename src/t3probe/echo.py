@@ -6,9 +6,18 @@ client can make it hold is capped:
 * text frames only (binary -> close 1003); invalid UTF-8 -> 1007 (aiohttp);
 * a frame larger than ``max_frame_bytes`` -> 1009, decided from the frame *header*, so an
   oversized frame is never buffered (aiohttp's ``max_msg_size``);
-* a per-connection token bucket over every frame, control frames included, so neither
-  a text flood nor a ping flood is free -> 1008;
-* at most ``max_connections`` open WebSockets; the next upgrade gets HTTP 503;
+* a per-connection token bucket over every frame *on the wire*, charged before aiohttp
+  parses it: text, control frames and empty continuation fragments alike -> 1008;
+* at most ``max_connections`` open WebSockets, at most ``max_connections_per_client``
+  of them per client address (IPv4 address or IPv6 /64) -> HTTP 429, and the last
+  ``reserved_connections`` slots only for clients holding fewer than
+  ``reserve_max_per_client`` -> HTTP 503, so a few greedy clients cannot lock a probe out;
+* the client address is the TCP peer; ``X-Forwarded-For`` counts only when the peer is
+  in ``trusted_proxies`` (its right-most hop outside them is the client);
+* at most ``max_pending_connections`` TCP connections that have not upgraded yet, and
+  ``max_connections_per_client`` of them per peer (trusted proxies exempt): the rest
+  are closed at accept (see echo_wire.py). Behind TLS a connection counts from the end
+  of its handshake; the handshake itself is bounded by asyncio's 60 s handshake timeout;
 * an idle timeout: no text frame for ``idle_timeout_seconds`` -> close 1000. Pings and
   pongs do not count as activity, or a client answering our pings could hold a slot
   forever. 1000 rather than 1001 because 1001 ("going away") is what a shutdown sends,
@@ -35,9 +44,19 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
+
+from t3probe.echo_clients import Refusal, SlotTable, TokenBucket, parse_networks
+from t3probe.echo_wire import (
+    ADMISSION_KEY,
+    RATE_EXCEEDED_MARKER,
+    Admission,
+    EchoRunner,
+    FrameMeter,
+    frame_meter_of,
+)
 
 __all__ = [
     "ECHO_HEADER",
@@ -55,6 +74,9 @@ HEALTHZ_PATH = "/probe/healthz"
 # Marks answers from this implementation, so a probe or an operator can tell it apart
 # from a dispatch service's own echo.
 ECHO_HEADER = "x-t3probe-echo"
+RETRY_AFTER_SECONDS = "5"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,9 +84,17 @@ class EchoLimits:
     """Every cap the echo enforces; the defaults suit a public deployment."""
 
     max_frame_bytes: int = 4096
+    # Per connection, charged per frame on the wire (the names predate that).
     messages_per_second: float = 20.0
     burst: int = 40
     max_connections: int = 1000
+    max_connections_per_client: int = 32
+    # None: a tenth of max_connections.
+    reserved_connections: int | None = None
+    reserve_max_per_client: int = 4
+    # None: max_connections.
+    max_pending_connections: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
     idle_timeout_seconds: float = 60.0
     ping_interval_seconds: float = 20.0
     header_timeout_seconds: float = 10.0
@@ -79,6 +109,9 @@ class EchoLimits:
             "messages_per_second": self.messages_per_second,
             "burst": self.burst,
             "max_connections": self.max_connections,
+            "max_connections_per_client": self.max_connections_per_client,
+            "reserve_max_per_client": self.reserve_max_per_client,
+            "max_pending_connections": self.pending_cap,
             "idle_timeout_seconds": self.idle_timeout_seconds,
             "ping_interval_seconds": self.ping_interval_seconds,
             "header_timeout_seconds": self.header_timeout_seconds,
@@ -90,24 +123,45 @@ class EchoLimits:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"EchoLimits.{name} must be > 0, got {value!r}")
+        if not 0 <= self.reserve < self.max_connections:
+            raise ValueError(
+                "EchoLimits.reserved_connections must be >= 0 and < EchoLimits.max_connections"
+                f" ({self.max_connections}), got {self.reserved_connections!r}"
+            )
+        if isinstance(self.trusted_proxies, str):
+            raise ValueError("EchoLimits.trusted_proxies must be a tuple of networks, not a str")
+        parse_networks(self.trusted_proxies, "EchoLimits.trusted_proxies")
 
+    @property
+    def reserve(self) -> int:
+        if self.reserved_connections is None:
+            return self.max_connections // 10
+        return self.reserved_connections
 
-class TokenBucket:
-    """Classic token bucket; the caller passes the time so it stays pure and testable."""
+    @property
+    def pending_cap(self) -> int:
+        if self.max_pending_connections is None:
+            return self.max_connections
+        return self.max_pending_connections
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+    def admission(self) -> Admission:
+        return Admission(
+            pending=SlotTable(
+                total=self.pending_cap,
+                per_client=self.max_connections_per_client,
+                reserved=0,
+                reserve_max_per_client=self.max_connections_per_client,
+            ),
+            websockets=SlotTable(
+                total=self.max_connections,
+                per_client=self.max_connections_per_client,
+                reserved=self.reserve,
+                reserve_max_per_client=self.reserve_max_per_client,
+            ),
+            trusted_proxies=parse_networks(self.trusted_proxies, "EchoLimits.trusted_proxies"),
+            frames_per_second=self.messages_per_second,
+            frame_burst=self.burst,
+        )
 
 
 def valid_close_code(code: int) -> bool:
@@ -126,7 +180,9 @@ class _Conn:
 class _EchoState:
     def __init__(self, limits: EchoLimits) -> None:
         self.limits = limits
+        self.admission = limits.admission()
         self.conns: set[_Conn] = set()
+        self.warned_untrusted_forwarding = False
         self.close_codes: deque[int] = deque(maxlen=limits.close_codes_kept)
 
     async def close_all(self, code: int, reason: str) -> None:
@@ -151,44 +207,80 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+def _client_of(request: web.Request, state: _EchoState) -> str:
+    forwarded_for = request.headers.getall(hdrs.X_FORWARDED_FOR, [])
+    admission = state.admission
+    key = admission.client(request.remote, forwarded_for)
+    if forwarded_for and not state.warned_untrusted_forwarding:
+        _, trusted = admission.peer(request.remote)
+        if not trusted:
+            # Once per process: it is either a misconfigured proxy (every client then
+            # shares the proxy's quota) or a client trying its luck.
+            state.warned_untrusted_forwarding = True
+            log.warning(
+                "X-Forwarded-For from %s ignored: not a trusted proxy"
+                " (behind a proxy, set --trusted-proxy)",
+                request.remote,
+            )
+    return key
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    if refusal is Refusal.CLIENT_LIMIT:
+        status, text = 429, "too many WebSocket connections from your address\n"
+    else:
+        status, text = 503, "too many WebSocket connections\n"
+    response = web.Response(status=status, text=text, headers={"Retry-After": RETRY_AFTER_SECONDS})
+    # A refused client must not keep holding a connection (and a pending slot) by
+    # keep-alive.
+    response.force_close()
+    return response
+
+
 async def _ws_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE_KEY]
     limits = state.limits
-    if len(state.conns) >= limits.max_connections:
-        raise web.HTTPServiceUnavailable(
-            text="too many WebSocket connections\n", headers={"Retry-After": "5"}
-        )
-    ws = web.WebSocketResponse(
-        timeout=limits.close_timeout_seconds,
-        autoping=False,  # pings are answered by hand so that they are rate-limited too
-        heartbeat=limits.ping_interval_seconds,
-        compress=False,
-        # aiohttp rejects a frame whose length is >= max_msg_size; +1 lets a frame of
-        # exactly max_frame_bytes through.
-        max_msg_size=limits.max_frame_bytes + 1,
-    )
-    ws.headers[ECHO_HEADER] = "1"
-    conn = _Conn(ws)
-    # Registered before the first await, so concurrent upgrades cannot overshoot the cap.
-    state.conns.add(conn)
+    client = _client_of(request, state)
+    refusal = state.admission.websockets.admit(client)
+    if refusal is not None:
+        return _refused(refusal)
     try:
-        await ws.prepare(request)
-        await _echo(ws, state)
-    except ConnectionResetError:
-        # The client vanished mid-reply: routine on a public endpoint, not worth a traceback.
-        pass
+        ws = web.WebSocketResponse(
+            timeout=limits.close_timeout_seconds,
+            autoping=False,  # pings are answered by hand so that the marker ping is seen
+            heartbeat=limits.ping_interval_seconds,
+            compress=False,
+            # aiohttp rejects a frame whose length is >= max_msg_size; +1 lets a frame of
+            # exactly max_frame_bytes through.
+            max_msg_size=limits.max_frame_bytes + 1,
+        )
+        ws.headers[ECHO_HEADER] = "1"
+        conn = _Conn(ws)
+        state.conns.add(conn)
+        try:
+            await ws.prepare(request)
+            await _echo(ws, state, frame_meter_of(request))
+        except ConnectionResetError:
+            # The client vanished mid-reply: routine on a public endpoint, not worth a traceback.
+            pass
+        finally:
+            state.conns.discard(conn)
+            if conn.closer is not None:
+                with contextlib.suppress(Exception):
+                    await conn.closer
     finally:
-        state.conns.discard(conn)
-        if conn.closer is not None:
-            with contextlib.suppress(Exception):
-                await conn.closer
+        # The slot was taken before the first await, so concurrent upgrades cannot
+        # overshoot a cap; it is given back however the handler ends.
+        state.admission.websockets.release(client)
     return ws
 
 
-async def _echo(ws: web.WebSocketResponse, state: _EchoState) -> None:
+async def _echo(ws: web.WebSocketResponse, state: _EchoState, meter: FrameMeter | None) -> None:
     limits = state.limits
     loop = asyncio.get_running_loop()
-    bucket = TokenBucket(limits.messages_per_second, limits.burst, loop.time())
+    # The frame meter on the connection charges every frame; without it (the app served
+    # by a plain AppRunner) whole messages are charged here instead.
+    bucket = None if meter else TokenBucket(limits.messages_per_second, limits.burst, loop.time())
     last_text = loop.time()
     while True:
         try:
@@ -204,8 +296,14 @@ async def _echo(ws: web.WebSocketResponse, state: _EchoState) -> None:
             return
         if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return  # aiohttp already sent the matching close frame (1009, 1007, 1002...)
-        if not bucket.take(loop.time()):
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message rate exceeded")
+        rate_exceeded = (
+            meter is not None
+            and meter.exceeded
+            and msg.type is WSMsgType.PING
+            and msg.data == RATE_EXCEEDED_MARKER
+        ) or (bucket is not None and not bucket.take(loop.time()))
+        if rate_exceeded:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"frame rate exceeded")
             return
         if msg.type is WSMsgType.TEXT:
             last_text = loop.time()
@@ -225,11 +323,14 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def make_echo_app(limits: EchoLimits | None = None) -> web.Application:
     """The echo as an aiohttp app. Prefer :func:`serve_echo` or :func:`make_echo_runner`:
-    the connection-level caps (header timeout, header sizes) live on the runner."""
+    the connection-level caps (header timeout, header sizes, pending connections, the
+    per-frame rate limit) live on the runner; a plain AppRunner charges whole messages."""
     limits = limits or EchoLimits()
     # No route accepts a body; a small cap keeps a POST from buffering anything.
     app = web.Application(client_max_size=limits.max_frame_bytes)
-    app[_STATE_KEY] = _EchoState(limits)
+    state = _EchoState(limits)
+    app[_STATE_KEY] = state
+    app[ADMISSION_KEY] = state.admission
     app.router.add_get(WS_PATH, _ws_handler)
     app.router.add_get(HEALTHZ_PATH, _healthz)
     app.on_shutdown.append(_on_shutdown)
@@ -258,7 +359,7 @@ class DebugAccessLogger(AbstractAccessLogger):
 def make_echo_runner(limits: EchoLimits | None = None) -> web.AppRunner:
     """The echo app inside a runner that also applies the connection-level caps."""
     limits = limits or EchoLimits()
-    return web.AppRunner(
+    return EchoRunner(
         make_echo_app(limits),
         # Also bounds how long a connection may take to send its first request: aiohttp
         # arms this timer at accept, and partial headers do not re-arm it (slow-loris).
@@ -287,6 +388,16 @@ class EchoServer:
     @property
     def connection_count(self) -> int:
         return len(self._state.conns)
+
+    @property
+    def pending_connection_count(self) -> int:
+        """TCP connections accepted and not (yet) upgraded to a WebSocket."""
+        return len(self._state.admission.pending)
+
+    @property
+    def refused_pending_count(self) -> int:
+        """TCP connections closed at accept because the pending caps were reached."""
+        return self._state.admission.refused_pending
 
     @property
     def close_codes_received(self) -> list[int]:
