@@ -340,6 +340,56 @@ TIMED_TABLE: list[
         (),
     ),
     (
+        "edge latency: cloudflare slow, internal fast → the CDN segments are degraded",
+        [_obs("cloudflare", "up", degraded=True), _obs("internal", "up"), _obs("t3serve", "up")],
+        "degraded",
+        ("wan", "cf_edge", "cf_tunnel"),
+        {"cloudflare": LegStatus.DEGRADED},
+        (),
+    ),
+    (
+        "a slow backend process degrades t3serve",
+        [_obs("cloudflare", "up"), _obs("internal", "up"), _obs("t3serve", "up", degraded=True)],
+        "degraded",
+        ("t3serve",),
+        {"t3serve": LegStatus.DEGRADED},
+        (),
+    ),
+    (
+        "both WebSocket legs slow → the LB or dispatch is degraded",
+        [
+            _obs("cloudflare", "up", degraded=True),
+            _obs("internal", "up", degraded=True),
+            _obs("t3serve", "up"),
+        ],
+        "degraded",
+        ("traefik", "dispatch"),
+        {"internal": LegStatus.DEGRADED},
+        (),
+    ),
+    (
+        # Loss on the LB: internal dropped, cloudflare rides it out slowly. Up but slow
+        # is no alibi for the segments it shares.
+        "a slow leg clears nothing for a failing one",
+        [
+            _obs("cloudflare", "up", degraded=True),
+            _obs("internal", "down", Reason.RTT_TIMEOUT, last_failure_at=NOW - 1),
+            _obs("t3serve", "up"),
+        ],
+        "suspect",
+        ("traefik", "dispatch"),
+        {"cloudflare": LegStatus.DEGRADED, "internal": LegStatus.FAILING},
+        (),
+    ),
+    (
+        "slowness that fast legs contradict everywhere is inconclusive",
+        [_obs("cloudflare", "up"), _obs("internal", "up", degraded=True), _obs("t3serve", "up")],
+        "inconclusive",
+        (),
+        {"internal": LegStatus.DEGRADED},
+        ("internal",),
+    ),
+    (
         "one drop past the window is not flapping",
         [
             _obs("cloudflare", "up", recent_drops=((NOW - 30, Reason.RESET),), up_since=NOW - 25),
@@ -467,3 +517,14 @@ def test_a_control_leg_tells_the_uplink_from_everything_behind_it(
     legs = [control, down("ws", ("uplink", "lb")), down("backend", ("uplink", "backend"))]
     result = compute_verdict(legs, NOW, POLICY)
     assert (result.verdict, result.suspects) == ("suspect", suspects)
+
+
+def test_a_fault_and_a_slowdown_elsewhere_are_both_reported() -> None:
+    legs = [
+        _obs("cloudflare", "up", degraded=True),
+        _obs("internal", "up"),
+        _obs("t3serve", "down", Reason.RTT_TIMEOUT, last_failure_at=NOW - 1),
+    ]
+    result = _verdict(*legs)
+    assert (result.verdict, result.suspects) == ("suspect", ("t3serve",))
+    assert result.degraded == ("wan", "cf_edge", "cf_tunnel")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aiohttp
 import pytest
 
-from t3probe.lab.backend import BackendFault, BackendServer, serve_backend
+from t3probe.lab.backend import SESSION_PATH, BackendFault, BackendServer, serve_backend
 
 HOST = "127.0.0.1"
 
@@ -144,6 +145,7 @@ async def test_every_backend_fault_is_held_as_its_enum_member(backend: BackendSe
     params: dict[BackendFault, dict[str, object]] = {
         BackendFault.TRICKLE: {"bytes_per_second": 10},
         BackendFault.STATUS: {"code": 503},
+        BackendFault.SLOW: {"ms": 500},
     }
     for fault in BackendFault:
         backend.set_fault(fault.value, **params.get(fault, {}))
@@ -153,3 +155,15 @@ async def test_every_backend_fault_is_held_as_its_enum_member(backend: BackendSe
     already = pytest.raises(RuntimeError, match="fault 'stall' is already")
     with backend.stall(), already, backend.status(500):
         pass
+
+
+async def test_a_slow_backend_answers_late_but_answers(backend: BackendServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        with backend.slow(300):
+            started = time.perf_counter()
+            async with session.get(f"http://127.0.0.1:{backend.port}{SESSION_PATH}") as response:
+                assert response.status == 200
+                assert (await response.json())["authenticated"] is False
+            assert time.perf_counter() - started >= 0.3
+    with pytest.raises(ValueError, match=r"ms must be within 1\.\.60000"):
+        backend.set_fault("slow", ms=0)

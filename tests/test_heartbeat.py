@@ -52,3 +52,15 @@ def test_a_new_connection_forgets_the_old_pings_but_not_the_sequence() -> None:
     assert beats.on_text(old, 5.1) is None  # a late echo from the old connection
     assert beats.next_ping(5.0) != old
     assert beats.deadline() == 7.0
+
+
+def test_heartbeats_overtaken_by_a_newer_echo_are_counted_lost_once() -> None:
+    beats = Heartbeats(heartbeat_seconds=1.0, watchdog_seconds=5.0)
+    beats.start(0.0)
+    first, _, third = (beats.next_ping(float(t)) for t in range(3))
+    assert beats.on_text(third, 3.5) == 1.5
+    assert beats.take_lost() == 2
+    assert beats.take_lost() == 0
+    # The first heartbeat's echo arriving after the third's matches nothing.
+    assert beats.on_text(first, 3.6) is None
+    assert beats.take_lost() == 0

@@ -13,6 +13,8 @@ GAUGES = {
     "t3probe_connected",
     "t3probe_last_disconnect_timestamp_seconds",
     "t3probe_segment_suspected",
+    "t3probe_segment_degraded",
+    "t3probe_leg_degraded",
     "t3probe_leg_info",
     "t3probe_build_info",
     "t3probe_verdict",
@@ -24,6 +26,7 @@ COUNTERS = {
     "t3probe_disconnects_total",
     "t3probe_reconnect_failures_total",
     "t3probe_dns_failures_total",
+    "t3probe_heartbeats_lost_total",
 }
 HISTOGRAMS = {
     "t3probe_rtt_seconds",

@@ -49,6 +49,7 @@ DEFAULT_FLAP_DROPS = 2
 class VerdictName(enum.StrEnum):
     INFRA_CLEAN = "infra_clean"
     SUSPECT = "suspect"
+    DEGRADED = "degraded"
     INCONCLUSIVE = "inconclusive"
     PROBE_UNHEALTHY = "probe_unhealthy"
     UNKNOWN = "unknown"
@@ -57,6 +58,7 @@ class VerdictName(enum.StrEnum):
 class LegStatus(enum.StrEnum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"
+    DEGRADED = "degraded"
     FAILING = "failing"
     FLAPPING = "flapping"
     RECHECKING = "rechecking"
@@ -92,6 +94,8 @@ class LegObservation:
     last_failure_at: float | None = None
     # While up: when the heartbeat (an echo, a GET) of its latest answer was sent.
     last_success_at: float | None = None
+    # While up: slow against its own baseline, or losing heartbeats (t3probe.degradation).
+    degraded: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class Verdict:
     leg_status: dict[str, LegStatus] = field(default_factory=dict)
     unobserved: tuple[str, ...] = ()
     unexplained: tuple[str, ...] = ()
+    # Segments found slow: on degraded legs and on no healthy (fast) leg.
+    degraded: tuple[str, ...] = ()
 
 
 def _is_path(reason: Reason | None) -> bool:
@@ -135,7 +141,7 @@ def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
         return LegStatus.UNMEASURED
     if leg.state == "unknown":
         return LegStatus.UNKNOWN
-    return LegStatus.HEALTHY
+    return LegStatus.DEGRADED if leg.degraded else LegStatus.HEALTHY
 
 
 def _stalled(leg: LegObservation, now: float, policy: Policy) -> bool:
@@ -316,7 +322,8 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
         status: [leg for leg in legs if statuses[leg.name] is status] for status in LegStatus
     }
     failing = [leg for leg in legs if statuses[leg.name] in CONVICTING]
-    healthy_segments = {s for leg in by_status[LegStatus.HEALTHY] for s in leg.segments}
+    up = by_status[LegStatus.HEALTHY] + by_status[LegStatus.DEGRADED]
+    healthy_segments = {s for leg in up for s in leg.segments}
     unobserved = _ordered(
         {s for leg in legs for s in leg.segments}
         - healthy_segments
@@ -325,6 +332,8 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
     )
     if by_status[LegStatus.STALLED] or _probe_offline(legs):
         return Verdict(VerdictName.PROBE_UNHEALTHY, leg_status=statuses, unobserved=unobserved)
+    slow, slow_unexplained = _degradation(by_status)
+    degraded = _ordered(slow, order)
     if failing:
         candidates = _candidates(failing, by_status[LegStatus.HEALTHY], statuses, now, policy)
         chosen, uncovered = _cover(candidates)
@@ -335,6 +344,16 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
             leg_status=statuses,
             unobserved=unobserved,
             unexplained=tuple(sorted(unexplained)),
+            degraded=degraded,
+        )
+    if by_status[LegStatus.DEGRADED]:
+        return Verdict(
+            VerdictName.DEGRADED if slow else VerdictName.INCONCLUSIVE,
+            suspects=degraded,
+            leg_status=statuses,
+            unobserved=unobserved,
+            unexplained=tuple(sorted(slow_unexplained)),
+            degraded=degraded,
         )
     if (
         by_status[LegStatus.UNKNOWN]
@@ -343,3 +362,14 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
     ):
         return Verdict(VerdictName.UNKNOWN, leg_status=statuses, unobserved=unobserved)
     return Verdict(VerdictName.INFRA_CLEAN, leg_status=statuses)
+
+
+def _degradation(
+    by_status: dict[LegStatus, list[LegObservation]],
+) -> tuple[set[str], set[str]]:
+    """The same tomography for slowness: segments on degraded legs and on no healthy
+    (fast) leg, and the degraded legs none of them explains. A degraded leg is up: it
+    neither convicts a segment of failing nor clears one for a failing leg."""
+    fast = {segment for leg in by_status[LegStatus.HEALTHY] for segment in leg.segments}
+    candidates = {leg.name: set(leg.segments) - fast for leg in by_status[LegStatus.DEGRADED]}
+    return _cover(candidates)

@@ -23,6 +23,13 @@ from pydantic import (
     model_validator,
 )
 
+from t3probe.degradation import (
+    DEFAULT_LOSS_SHARE,
+    DEFAULT_MARGIN_SECONDS,
+    DEFAULT_RATIO,
+    DegradationPolicy,
+)
+
 MAX_LEGS = 5000
 MAX_SEGMENTS_PER_LEG = 16
 PROBE_STALL_SHARE = 0.1
@@ -127,6 +134,8 @@ class _LegBase(_Strict):
     forbid_addresses: Annotated[
         list[Annotated[IPvAnyNetwork, BeforeValidator(_address_text)]], Field(max_length=64)
     ] = []
+    # Degraded above this round trip, whatever the leg's learnt baseline says.
+    rtt_threshold_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
 
     @field_validator("url")
     @classmethod
@@ -285,6 +294,12 @@ class ProbeConfig(_Strict):
     # watchdogs) is flapping: it convicts its segments even while momentarily up.
     flap_window_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
     flap_drops: Annotated[int, Field(ge=2, le=1000)] = 2
+    # A leg is degraded when the median of its recent round trips exceeds both ratio x its
+    # learnt baseline and baseline + margin, or when it lost loss_share of its recent
+    # heartbeats (docs/degradation.md).
+    degraded_rtt_ratio: Annotated[float, Field(gt=1, le=1000)] = DEFAULT_RATIO
+    degraded_rtt_margin_seconds: Annotated[float, Field(ge=0, le=3600)] = DEFAULT_MARGIN_SECONDS
+    degraded_loss_share: Annotated[float, Field(gt=0, le=1)] = DEFAULT_LOSS_SHARE
     backoff_initial_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
     backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     event_buffer_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
@@ -345,6 +360,14 @@ class ProbeConfig(_Strict):
     @property
     def effective_connect_timeout(self) -> float:
         return self.connect_timeout_seconds or self.watchdog_seconds
+
+    def degradation_policy(self, leg: AnyLegConfig) -> DegradationPolicy:
+        return DegradationPolicy(
+            ratio=self.degraded_rtt_ratio,
+            margin_seconds=self.degraded_rtt_margin_seconds,
+            threshold_seconds=leg.rtt_threshold_seconds,
+            loss_share=self.degraded_loss_share,
+        )
 
     @property
     def segments(self) -> list[str]:

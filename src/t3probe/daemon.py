@@ -62,6 +62,7 @@ class Probe:
             self._line_writer = emit_line = LineWriter(sys.stdout)
         self.recorder = Recorder(config, self.metrics, self.clock, emit_line)
         self.lag = LoopLagMonitor(self.clock, self.metrics)
+        self.recorder.loop_lag = self.lag.max_lag_within
         self.neighbours = Neighbours(
             {leg.name: leg.segments for leg in config.legs}, self.clock.monotonic
         )

@@ -10,7 +10,8 @@ from t3probe.reasons import Reason
 
 # "reconnect_failed": a leg already down failed again in another way. It is no new drop
 # (counted in t3probe_reconnect_failures_total, not t3probe_disconnects_total).
-EventKind = Literal["up", "down", "reconnect_failed"]
+# "degraded" / "recovered": a leg that stays up became slow (or lossy), and stopped being so.
+EventKind = Literal["up", "down", "reconnect_failed", "degraded", "recovered"]
 
 
 @dataclass(frozen=True)

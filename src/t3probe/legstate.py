@@ -10,6 +10,7 @@ import collections
 from dataclasses import dataclass, field
 
 from t3probe.attribution import LegObservation, LinkState
+from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.reasons import Reason
 
 RECENT_DROPS_PER_LEG = 64
@@ -34,6 +35,8 @@ class LegRecord:
     recent_drops: collections.deque[tuple[float, Reason]] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
     )
+    # Round trips against the leg's own baseline: up but slow is degraded.
+    rtts: RttTracker = field(default_factory=lambda: RttTracker(DegradationPolicy()))
 
     def mark_up(self, wall: float, monotonic: float) -> bool:
         """Record an up report; True when it is a transition."""
@@ -82,4 +85,5 @@ class LegRecord:
             recovered_from=self.recovered_from,
             last_failure_at=self.last_failure_at,
             last_success_at=self.last_success_at,
+            degraded=self.state == "up" and self.rtts.degraded,
         )

@@ -90,6 +90,24 @@ class ProbeMetrics:
         )
         # Which servers each leg's series were made for, so a reload can remove them.
         self._doh_servers: dict[str, tuple[str, ...]] = {}
+        self.leg_degraded = Gauge(
+            "t3probe_leg_degraded",
+            "1 while the leg is up but slow (RTT above its threshold) or losing heartbeats",
+            ["leg"],
+            registry=registry,
+        )
+        self.heartbeats_lost = Counter(
+            "t3probe_heartbeats_lost",
+            "Heartbeats never answered while the connection stayed up (overtaken by a newer echo)",
+            ["leg"],
+            registry=registry,
+        )
+        self.segment_degraded = Gauge(
+            "t3probe_segment_degraded",
+            "1 while attribution finds the segment slow (on degraded legs, on no fast one)",
+            ["segment"],
+            registry=registry,
+        )
         self.segment_suspected = Gauge(
             "t3probe_segment_suspected",
             "1 while attribution convicts the segment",
@@ -139,6 +157,8 @@ class ProbeMetrics:
         # Absent series read as "no data"; operators' rate() and alerts need explicit zeros.
         self.connected.labels(leg=leg.name).set(0)
         self.last_disconnect.labels(leg=leg.name).set(0)
+        self.leg_degraded.labels(leg=leg.name).set(0)
+        self.heartbeats_lost.labels(leg=leg.name)
         self.leg_info.labels(
             leg=leg.name, kind=leg.kind, resolver=leg.resolver.kind, role=leg.role
         ).set(1)
@@ -162,7 +182,14 @@ class ProbeMetrics:
 
     def remove_leg(self, name: str) -> None:
         """Drop every series of a leg: a removed leg must not linger as a stale zero."""
-        for single in (self.connected, self.last_disconnect, self.connection_age, self.rtt):
+        for single in (
+            self.connected,
+            self.last_disconnect,
+            self.connection_age,
+            self.rtt,
+            self.leg_degraded,
+            self.heartbeats_lost,
+        ):
             single.remove(name)
         for kind in LEG_KINDS:
             for resolver in RESOLVER_KINDS:
@@ -180,9 +207,11 @@ class ProbeMetrics:
 
     def add_segment(self, segment: str) -> None:
         self.segment_suspected.labels(segment=segment).set(0)
+        self.segment_degraded.labels(segment=segment).set(0)
 
     def remove_segment(self, segment: str) -> None:
         self.segment_suspected.remove(segment)
+        self.segment_degraded.remove(segment)
 
     def _preinitialise(self, config: ProbeConfig) -> None:
         for leg in config.legs:

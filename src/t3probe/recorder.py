@@ -11,6 +11,7 @@ from typing import Any
 from t3probe.attribution import LegObservation, Policy, Verdict, VerdictName, compute_verdict
 from t3probe.clock import Clock
 from t3probe.config import AnyLegConfig, ProbeConfig
+from t3probe.degradation import RttTracker
 from t3probe.events import EventLog, LegEvent
 from t3probe.legstate import LegRecord
 from t3probe.metrics import ProbeMetrics
@@ -42,9 +43,17 @@ class Recorder:
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
         self._emit_failed = False
+        # The worst loop lag within the last N seconds (the daemon's LoopLagMonitor): a
+        # round trip the probe's own stall explains says nothing about the path.
+        self.loop_lag: Callable[[float], float] = lambda seconds: 0.0
 
     def _track(self, leg: AnyLegConfig) -> None:
-        self._legs[leg.name] = LegRecord(leg.name, tuple(leg.segments), since=self._clock.wall())
+        self._legs[leg.name] = LegRecord(
+            leg.name,
+            tuple(leg.segments),
+            since=self._clock.wall(),
+            rtts=RttTracker(self._config.degradation_policy(leg)),
+        )
         if leg.holds_connection:
             self._aged_legs.add(leg.name)
 
@@ -69,6 +78,9 @@ class Recorder:
                 self._metrics.add_segment(segment)
         self._config = config
         self._policy = _policy_of(config)
+        for leg in config.legs:
+            # A kept leg keeps its baseline; only the rule it is judged by may change.
+            self._legs[leg.name].rtts.policy = config.degradation_policy(leg)
         self.events.resize(config.event_buffer_size)
         self.refresh_verdict()
 
@@ -121,6 +133,9 @@ class Recorder:
         if record is None:
             return
         self._metrics.connected.labels(leg=leg).set(0)
+        if record.rtts.new_connection():
+            # Down supersedes slow: its down event says what happened, no "recovered".
+            self._metrics.leg_degraded.labels(leg=leg).set(0)
         now = self._clock.wall()
         was_down = record.state == "down"
         was_up = record.mark_down(
@@ -167,6 +182,35 @@ class Recorder:
             return
         record.mark_success(seconds, self._clock.monotonic())
         self._metrics.rtt.labels(leg=leg).observe(seconds)
+        # Asked only for a slow sample: the common fast one costs no lag lookup.
+        if record.rtts.is_slow(seconds) and self.loop_lag(seconds) >= seconds / 2:
+            return
+        if record.rtts.observe(seconds):
+            self._degradation_changed(record)
+
+    def heartbeats_lost(self, leg: str, count: int) -> None:
+        record = self._legs.get(leg)
+        if record is None:
+            return
+        self._metrics.heartbeats_lost.labels(leg=leg).inc(count)
+        if record.rtts.lost(count):
+            self._degradation_changed(record)
+
+    def _degradation_changed(self, record: LegRecord) -> None:
+        degraded = record.rtts.degraded
+        self._metrics.leg_degraded.labels(leg=record.name).set(1 if degraded else 0)
+        if record.state != "up":
+            return
+        self._publish(
+            LegEvent(
+                record.name,
+                "degraded" if degraded else "recovered",
+                None,
+                self._clock.wall(),
+                last_rtt_seconds=record.last_rtt,
+                detail=record.rtts.detail(),
+            )
+        )
 
     def observe_connect_phase(self, leg: str, phase: str, seconds: float) -> None:
         # A late report from a retired leg would resurrect the series a reload removed.
@@ -182,6 +226,10 @@ class Recorder:
             return  # a late report from a leg a reload removed must not revive its series
         self._metrics.doh_server_up.labels(leg=leg, server=server).set(1 if up else 0)
 
+    def baselines_learnt(self) -> bool:
+        """Whether every leg can be judged slow yet (has a baseline or a fixed threshold)."""
+        return all(record.rtts.threshold() is not None for record in self._legs.values())
+
     def observations(self) -> list[LegObservation]:
         return [record.observation() for record in self._legs.values()]
 
@@ -191,19 +239,23 @@ class Recorder:
         previous = self._verdict
         self._verdict = verdict
         self._verdict_stale = False
-        suspects = set(verdict.suspects)
+        suspects, degraded = set(verdict.suspects), set(verdict.degraded)
         for segment in self._config.segments:
             self._metrics.segment_suspected.labels(segment=segment).set(
                 1 if segment in suspects else 0
+            )
+            self._metrics.segment_degraded.labels(segment=segment).set(
+                1 if segment in degraded else 0
             )
         for name in VerdictName:
             self._metrics.verdict.labels(verdict=name.value).set(
                 1 if name == verdict.verdict else 0
             )
-        if (verdict.verdict, verdict.suspects, verdict.unexplained) != (
+        if (verdict.verdict, verdict.suspects, verdict.unexplained, verdict.degraded) != (
             previous.verdict,
             previous.suspects,
             previous.unexplained,
+            previous.degraded,
         ):
             self._emit(
                 {
@@ -211,6 +263,7 @@ class Recorder:
                     "at": round(now, 3),
                     "verdict": str(verdict.verdict),
                     "suspects": list(verdict.suspects),
+                    "degraded": list(verdict.degraded),
                     "unexplained": list(verdict.unexplained),
                     "previous": str(previous.verdict),
                 }
@@ -226,6 +279,7 @@ class Recorder:
         return {
             "verdict": str(verdict.verdict),
             "suspects": list(verdict.suspects),
+            "degraded": list(verdict.degraded),
             "unobserved": list(verdict.unobserved),
             "unexplained": list(verdict.unexplained),
             "at": round(self._clock.wall(), 3),

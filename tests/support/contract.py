@@ -39,6 +39,8 @@ DNS_FAILURES = frozenset(
 )
 # t3probe_connect_duration_seconds' phase label: TCP and TLS apart, then the WebSocket upgrade.
 CONNECT_PHASES = frozenset({"dns", "tcp", "tls", "upgrade"})
-VERDICTS = frozenset({"infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown"})
+VERDICTS = frozenset(
+    {"infra_clean", "suspect", "degraded", "inconclusive", "probe_unhealthy", "unknown"}
+)
 # A leg's `role` (t3probe_leg_info's role label): alerts select wall-off guards by it.
 LEG_ROLES = frozenset({"path", "wall"})

@@ -84,12 +84,23 @@ class Peer:
         self.port = 0
         self.close_codes: list[int] = []
         self.sockets: list[web.WebSocketResponse] = []
+        # /probe/ws answers this late (kept below the heartbeat, so echoes stay in order)
+        # and, when set, leaves every n-th message unanswered; /ok answers this late.
+        self.echo_delay = 0.0
+        self.skip_every = 0
+        self.answer_delay = 0.0
 
     async def _echo(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.sockets.append(ws)
+        received = 0
         async for message in ws:
+            received += 1
+            if self.skip_every and received % self.skip_every == 0:
+                continue
+            if self.echo_delay:
+                await asyncio.sleep(self.echo_delay)
             await ws.send_str(message.data)
         if ws.close_code is not None:
             self.close_codes.append(ws.close_code)
@@ -135,6 +146,8 @@ class Peer:
         return web.Response(status=503, text="no upgrade for you")
 
     async def _ok(self, request: web.Request) -> web.Response:
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return web.json_response({"ok": True})
 
     async def _status(self, request: web.Request) -> web.Response:

@@ -36,6 +36,7 @@ class BackendFault(enum.StrEnum):
     """How the stand-in backend misbehaves (names of the lab's API)."""
 
     STALL = "stall"
+    SLOW = "slow"
     TRICKLE = "trickle"
     STATUS = "status"
     HUGE_BODY = "huge_body"
@@ -46,6 +47,7 @@ SESSION_BODY = json.dumps({"authenticated": False, "session": None}).encode()
 DEFAULT_HUGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_HUGE_BODY_BYTES = 1024 * 1024 * 1024
 TRICKLE_TICK_SECONDS = 0.1
+MAX_SLOW_MS = 60_000
 _FILL = b" " * (64 * 1024)  # JSON allows leading whitespace: padding keeps bodies valid
 
 
@@ -70,6 +72,7 @@ class Fault:
 
 _PARAMETERS: dict[BackendFault, set[str]] = {
     BackendFault.STALL: set(),
+    BackendFault.SLOW: {"ms"},
     BackendFault.TRICKLE: {"bytes_per_second"},
     BackendFault.STATUS: {"code"},
     BackendFault.HUGE_BODY: {"size_bytes"},
@@ -87,6 +90,8 @@ def _validate(raw_name: str, params: Mapping[str, object]) -> Fault:
     if not required <= set(params) <= allowed:
         wanted = ", ".join(sorted(allowed)) or "no parameters"
         raise ValueError(f"fault {name.value!r} takes {wanted}, got {sorted(params)}")
+    if name is BackendFault.SLOW:
+        return Fault(name, {"ms": _number("ms", params["ms"], 1, MAX_SLOW_MS)})
     if name is BackendFault.TRICKLE:
         rate = _number("bytes_per_second", params["bytes_per_second"], 1, 10_000_000)
         return Fault(name, {"bytes_per_second": rate})
@@ -124,6 +129,10 @@ async def _session(request: web.Request) -> web.StreamResponse:
     state.requests += 1
     await state.thawed.wait()
     fault = state.fault
+    if fault is not None and fault.name is BackendFault.SLOW:
+        # Slow but alive: a host under memory pressure answers, late.
+        await asyncio.sleep(float(fault.params["ms"]) / 1000)
+        return web.Response(body=SESSION_BODY, content_type="application/json")
     if fault is None or fault.name is BackendFault.STALL:
         return web.Response(body=SESSION_BODY, content_type="application/json")
     if fault.name is BackendFault.STATUS:
@@ -218,6 +227,11 @@ class BackendServer:
     @contextlib.contextmanager
     def stall(self) -> Iterator[None]:
         with self._scoped(BackendFault.STALL):
+            yield
+
+    @contextlib.contextmanager
+    def slow(self, ms: float) -> Iterator[None]:
+        with self._scoped(BackendFault.SLOW, ms=ms):
             yield
 
     @contextlib.contextmanager

@@ -36,7 +36,10 @@ async def _wait_until_all_up(lab: Lab) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_SECONDS
     while loop.time() < deadline:
-        if lab.probe.recorder.refresh_verdict().verdict == "infra_clean":
+        recorder = lab.probe.recorder
+        # Slowness is judged against each leg's learnt baseline: scenarios start once
+        # every leg has one, or a slow fault would be learnt as normal.
+        if recorder.refresh_verdict().verdict == "infra_clean" and recorder.baselines_learnt():
             return True
         await asyncio.sleep(0.2)
     return False

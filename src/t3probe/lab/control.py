@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from t3probe.echo import valid_close_code
+from t3probe.lab.backend import MAX_SLOW_MS
 from t3probe.lab.faultproxy import MAX_LATENCY_MS, ProxyFault
 from t3probe.lab.topology import LB_ADDRESS, LabParts
 
@@ -24,12 +25,13 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "edge": PROXY_FAULTS,
     "lb": PROXY_FAULTS,
     "dispatch": ("close",),
-    "backend": ("stall",),
+    "backend": ("stall", "slow"),
     "doh": ("down", "lie"),
 }
 # The query parameters each fault takes, with what they mean, for the help and for refusals.
 PARAMETERS: dict[str, dict[str, str]] = {
     "latency": {"ms": "added round trip in milliseconds, 0..60000 (default 100)"},
+    "slow": {"ms": "how late the backend answers, in milliseconds, 1..60000 (default 500)"},
     "half_open": {"direction": "the direction still forwarded: upstream or downstream"},
     "close": {"code": "the WebSocket close code sent (default 1012)"},
     "lie": {"address": f"the IP address every DoH answer carries (default {LB_ADDRESS})"},
@@ -127,6 +129,9 @@ class LabControl:
             code = _close_code(params.get("code", "1012"))
             await parts.dispatch.close_all(code, "lab control")
             return f"dispatch closed every WebSocket with {code}"
+        elif target == "backend" and fault == "slow":
+            ms = _number("ms", params.get("ms", "500"), 1, MAX_SLOW_MS)
+            self._hold(target, parts.backend.slow(ms))
         elif target == "backend":
             self._hold(target, parts.backend.stall())
         elif fault == "down":

@@ -128,7 +128,12 @@ async def _lb_flapping(parts: LabParts, stack: contextlib.ExitStack) -> None:
 
 
 async def _edge_latency(parts: LabParts, stack: contextlib.ExitStack) -> None:
-    stack.enter_context(parts.edge.latency(100))
+    # Well above loopback's baseline, well below the 2 s watchdog: slow, never down.
+    stack.enter_context(parts.edge.latency(300))
+
+
+async def _backend_slow(parts: LabParts, stack: contextlib.ExitStack) -> None:
+    stack.enter_context(parts.backend.slow(500))
 
 
 def _leg_is(leg: str, *, up: bool, reason: str | None = None) -> Check:
@@ -238,10 +243,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "latency",
-        "100 ms added at the CDN edge: slow is not down",
+        "300 ms added at the CDN edge: slow is not down, but it is degraded",
         _edge_latency,
-        "infra_clean",
-        check=_rtt_at_least("cloudflare", 0.1),
+        "degraded",
+        CDN,
+        check=_rtt_at_least("cloudflare", 0.3),
+    ),
+    Scenario(
+        "backend_slow",
+        "the backend answers in 500 ms instead of a few: degraded, not stalled",
+        _backend_slow,
+        "degraded",
+        ("t3serve",),
+        check=_rtt_at_least("t3serve", 0.5),
     ),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)

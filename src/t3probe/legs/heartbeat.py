@@ -20,6 +20,8 @@ class Heartbeats:
         # Kept across sessions, so a late echo from an old connection never matches.
         self._sequence = 0
         self.last_answer = 0.0
+        # Heartbeats overtaken by a newer echo since the last take_lost(): never answered.
+        self._lost = 0
 
     def start(self, now: float) -> None:
         """A new connection: nothing outstanding, the watchdog counts from now."""
@@ -49,7 +51,13 @@ class Heartbeats:
         # Older heartbeats overtaken by this echo will never be answered meaningfully.
         for stale in [seq for seq in self._outstanding if seq < sequence]:
             del self._outstanding[stale]
+            self._lost += 1
         return now - sent
+
+    def take_lost(self) -> int:
+        """How many heartbeats were overtaken (lost) since the last call."""
+        lost, self._lost = self._lost, 0
+        return lost
 
     @property
     def outstanding(self) -> int:

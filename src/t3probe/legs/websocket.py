@@ -110,6 +110,9 @@ class WebSocketLeg:
                 if rtt is not None:
                     self.progress.evidence_since = now
                     self._ctx.recorder.observe_rtt(self._ctx.leg.name, rtt)
+                    lost = self._heartbeats.take_lost()
+                    if lost:
+                        self._ctx.recorder.heartbeats_lost(self._ctx.leg.name, lost)
             elif message.type is aiohttp.WSMsgType.BINARY:
                 continue  # not an echo of ours; the watchdog judges the silence
             elif message.type is aiohttp.WSMsgType.CLOSE:
