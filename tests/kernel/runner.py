@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from t3probe.degradation import DegradationPolicy
 from t3probe.lab.pki import make_pki
 from tests.kernel.topology import (
     LEG_NAMES,
@@ -33,6 +34,8 @@ from tests.kernel.truth import VERDICT_REFRESH, WINDOW, Row, may_name
 
 DEFAULT_PARALLEL = 4
 BASELINE_TIMEOUT = 20.0
+# The degradation warm-up (DegradationPolicy.warmup) plus one.
+BASELINE_ANSWERS = DegradationPolicy().warmup
 SLOW_RTT = "0.1"
 _BUCKET = re.compile(
     r'^t3probe_rtt_seconds_(bucket|count)\{(?:le="([^"]+)",)?leg="([a-z_]+)"\} (\S+)$'
@@ -81,6 +84,21 @@ def _slow_rtts(topo: Topology) -> dict[str, float]:
     return {leg: counts[leg] - below.get(leg, 0.0) for leg in counts}
 
 
+def _wait_for_baselines(topo: Topology, timeout: float) -> bool:
+    """Every leg has answered more heartbeats than the degradation warm-up needs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = {}
+        for line in topo.fetch("/metrics").splitlines():
+            match = _BUCKET.match(line)
+            if match is not None and match.group(1) == "count":
+                counts[match.group(3)] = float(match.group(4))
+        if len(counts) == len(LEG_NAMES) and min(counts.values()) > BASELINE_ANSWERS:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def run_row(
     row: Row, workdir: Path, tls_files: tuple[Path, Path, Path], unit: float
 ) -> dict[str, Any]:
@@ -120,6 +138,10 @@ def _drive(row: Row, topo: Topology, unit: float) -> dict[str, Any]:
                 raise RuntimeError(
                     f"baseline never clean: {probe.snapshot()[-10:]} {probe.log_tail()}"
                 )
+            # Slowness is judged against a learnt baseline: a fault injected before it
+            # exists would be learnt as normal.
+            if not _wait_for_baselines(topo, BASELINE_TIMEOUT * unit):
+                raise RuntimeError(f"baselines never learnt: {probe.log_tail()}")
             slow_before = _slow_rtts(topo)
             fault_at = reference = time.time()
             fault.enter_context(row.fault(topo))
@@ -343,14 +365,15 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
 
 def _stray_verdicts(row: Row, verdicts: list[tuple[float, str, list[str], list[str]]]) -> list[str]:
     """Verdicts from the fault to the end of recovery that suspect nobody, or name a
-    segment the fault does not lie on (rows that assert no verdict say why)."""
+    segment the fault does not lie on (rows that assert no verdict and name no faulted
+    segments say why)."""
     found = []
     allowed = may_name(row)
     for t, verdict, suspects, _ in verdicts:
         if verdict == "suspect" and not suspects:
             found.append(f"the verdict at {t:.2f}s was suspect with nobody suspected")
         stray = [segment for segment in suspects if segment not in allowed]
-        if stray and row.verdict is not None:
+        if stray and (row.verdict is not None or row.faulted is not None):
             found.append(
                 f"the verdict at {t:.2f}s named {stray}, which the fault does not touch"
                 f" (it lies on {sorted(allowed)})"

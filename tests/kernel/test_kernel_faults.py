@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.kernel.render import payload_of
 from tests.kernel.runner import problems, run_rows, tls_material
 from tests.kernel.topology import (
     LEG_NAMES,
@@ -63,11 +64,8 @@ def kernel_results(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     elapsed = time.monotonic() - started
     target = os.environ.get("T3PROBE_TEST_KERNEL_RESULTS")
     if target:
-        Path(target).write_text(
-            json.dumps(
-                {"unit": TIME_UNIT, "elapsed_seconds": round(elapsed, 1), "rows": results}, indent=1
-            )
-        )
+        # The page's format: `python -m tests.kernel.render --from FILE` renders it.
+        Path(target).write_text(json.dumps(payload_of(results, TIME_UNIT, elapsed), indent=1))
     return results
 
 

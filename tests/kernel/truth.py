@@ -254,13 +254,17 @@ ROWS: tuple[Row, ...] = (
         title="router A drops every 4th server→client packet of each flow",
         fault=faults.every_nth_loss("a", 4),
         legs={},
-        verdict=("infra_clean", ()),
+        verdict=None,
+        faulted=("router_a",),
         detect_within=TIMEOUT_DETECT,
         hold=5.0,
         rtt_inflated=A_LEGS,
         notes="Deterministic loss: a retransmission is never the next victim, so every"
         " lost segment costs one RTO (>= 200 ms) and nothing drops. Loss shows as RTT"
-        " only; the verdict stays clean.",
+        " only: the WebSocket legs, losing more of their echoes to it, turn degraded,"
+        " while http_a may stay fast and contradict them (then inconclusive: slowness no"
+        " segment explains). The verdict is not asserted, but no verdict may name"
+        " anything but router A, and nothing may drop.",
     ),
     Row(
         name="nat_forgets_flows_b",
