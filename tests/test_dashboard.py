@@ -60,6 +60,7 @@ def test_dashboard_is_valid_and_every_panel_has_a_query() -> None:
 PROBE_WIDE = {
     "t3probe_verdict",
     "t3probe_segment_suspected",
+    "t3probe_segment_degraded",
     "t3probe_event_loop_lag_seconds_bucket",
     "t3probe_build_info",
     "up",

@@ -232,6 +232,19 @@ def check_suspected_segments(view: View, panel: dict[str, Any]) -> None:
         assert points == expected, (vantage, segment)
 
 
+def check_degraded_segments(view: View, panel: dict[str, Any]) -> None:
+    query, found = view.series(panel, "A", "vantage", "segment")
+    assert set(found) == {(v, s) for v in view.selected("vantage") for s in h.SEGMENTS[v]}
+    for (vantage, segment), points in found.items():
+        expected = {
+            t: float(h.degraded(vantage, segment, last_scrape(vantage, t)))
+            for t in steps(query, view.origin)
+        }
+        assert points == expected, (vantage, segment)
+    if "fra" in view.selected("vantage"):
+        assert 1.0 in found["fra", "t3serve"].values(), "the RTT spike shows as slow"
+
+
 def check_leg_state(view: View, panel: dict[str, Any]) -> None:
     query, found = view.series(panel, "A", "vantage", "instance", "leg")
     assert set(found) == {(v, h.INSTANCE, leg) for v, leg in view.paths()}
@@ -494,6 +507,7 @@ PANEL_CHECKS: dict[str, Callable[[View, dict[str, Any]], None]] = {
     "Current verdict": check_current_verdict,
     "Verdict over time": check_verdict_over_time,
     "Suspected segments": check_suspected_segments,
+    "Degraded segments": check_degraded_segments,
     "Leg state": check_leg_state,
     "Since last drop": check_since_last_drop,
     "Heartbeat RTT percentiles": check_rtt_percentiles,

@@ -25,7 +25,16 @@ LEG_SETTINGS = frozenset(
 )
 # Read only by the recorder (attribution and the event buffer): applied in place.
 LIVE_SETTINGS = frozenset(
-    {"attribution_window_seconds", "flap_window_seconds", "flap_drops", "event_buffer_size"}
+    {
+        "attribution_window_seconds",
+        "flap_window_seconds",
+        "flap_drops",
+        "event_buffer_size",
+        # Kept legs keep their learnt baselines and are judged by the new rule at once.
+        "degraded_rtt_ratio",
+        "degraded_rtt_margin_seconds",
+        "degraded_loss_share",
+    }
 )
 # Bound once at start-up: changing them needs a new process, so a reload refuses them
 # rather than half-apply a config that says something the probe is not doing.

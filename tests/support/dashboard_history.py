@@ -43,7 +43,14 @@ CONVICTS = {
     ("nyc", "cloudflare"): "wan",
 }
 SEGMENTS = {"fra": ("cf_tunnel", "traefik", "t3serve"), "nyc": ("wan",)}
-VERDICT_NAMES = ("infra_clean", "suspect", "inconclusive", "probe_unhealthy", "unknown")
+VERDICT_NAMES = (
+    "infra_clean",
+    "suspect",
+    "degraded",
+    "inconclusive",
+    "probe_unhealthy",
+    "unknown",
+)
 REASONS = ("reset", "rtt_timeout", "closed_by_peer", "probe_stall")
 DNS_REASONS = ("timeout", "servfail")
 HEARTBEATS_PER_SCRAPE = 3
@@ -157,12 +164,25 @@ def suspected(vantage: str, segment: str, t: int) -> bool:
     )
 
 
+def degraded(vantage: str, segment: str, t: int) -> bool:
+    """The RTT spike makes the leg slow while up: its segment is found degraded."""
+    return any(
+        CONVICTS[vantage, leg] == segment
+        and connected(vantage, leg, t)
+        and (vantage, leg) in RTT_SPIKE
+        and within(RTT_SPIKE[vantage, leg][0], t)
+        for leg in LEGS[vantage]
+    )
+
+
 def verdict(vantage: str, t: int) -> str:
     spike = LAG_SPIKE.get(vantage)
     if spike is not None and within(spike[0], t):
         return "probe_unhealthy"
     if any(suspected(vantage, segment, t) for segment in SEGMENTS[vantage]):
         return "suspect"
+    if any(degraded(vantage, segment, t) for segment in SEGMENTS[vantage]):
+        return "degraded"
     # A fresh process has no verdict for its first attribution window.
     if t - max(epoch_start(vantage, t), 0) <= 30:
         return "unknown"
@@ -357,14 +377,17 @@ def samples(origin: int) -> dict[str, Family]:
                         "t3probe_connect_duration_seconds", phase_labels, t, conn[leg, phase]
                     )
             for segment in SEGMENTS[vantage]:
-                value = float(suspected(vantage, segment, t))
-                rec.put(
-                    "t3probe_segment_suspected",
-                    "gauge",
-                    _labels(segment=segment, **dict(target)),
-                    t,
-                    value,
-                )
+                for name, state in (
+                    ("t3probe_segment_suspected", suspected),
+                    ("t3probe_segment_degraded", degraded),
+                ):
+                    rec.put(
+                        name,
+                        "gauge",
+                        _labels(segment=segment, **dict(target)),
+                        t,
+                        float(state(vantage, segment, t)),
+                    )
             current = verdict(vantage, t)
             for name in VERDICT_NAMES:
                 rec.put(
