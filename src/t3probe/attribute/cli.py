@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import sys
 import time
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -43,22 +45,33 @@ class Request:
     as_json: bool
 
 
-def load_zone(name: str) -> dt.tzinfo:
-    """An IANA zone, ``UTC``, ``local`` or a fixed ``+HH:MM`` offset."""
+def load_zone(name: str, environ: Mapping[str, str] | None = None) -> dt.tzinfo:
+    """An IANA zone, ``UTC``, ``local`` ($TZ, else /etc/localtime) or a ``+HH:MM`` offset."""
     offset = parse_offset(name)
     if offset is not None:
         return offset
     if name == "local":
+        # $TZ is what the user's other tools (date, the lab's view) follow: so does this.
+        tz_name = (os.environ if environ is None else environ).get("TZ", "").lstrip(":")
+        if tz_name:
+            return _named_zone(tz_name, f"$TZ {tz_name!r}")
         if _LOCALTIME.exists():
             with _LOCALTIME.open("rb") as file:
                 return zoneinfo.ZoneInfo.from_file(file, key="localtime")
         local = dt.datetime.now().astimezone().tzinfo
         return local if local is not None else dt.UTC
+    return _named_zone(name, f"--tz {name!r}")
+
+
+def _named_zone(name: str, what: str) -> dt.tzinfo:
+    if name.startswith("/"):
+        # TZ=/usr/share/zoneinfo/Europe/Berlin is a valid POSIX spelling.
+        name = name.split("zoneinfo/", 1)[-1]
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise BadInput(
-            f"--tz {name!r} is not a time zone: use an IANA name (Europe/Berlin), UTC,"
+            f"{what} is not a time zone: use an IANA name (Europe/Berlin), UTC,"
             " local or an offset (+02:00)"
         ) from None
 
