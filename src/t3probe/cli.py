@@ -206,7 +206,24 @@ def _parser() -> argparse.ArgumentParser:
         help="evidence window, mostly before TIME (default 60: the watchdog plus a margin)",
     )
     attribute.add_argument(
-        "--tz", default="UTC", metavar="ZONE", help="zone for HH:MM times (default UTC)"
+        "--tz",
+        default="UTC",
+        metavar="ZONE",
+        help="zone of HH:MM times and of the output: IANA name, UTC (default), local ($TZ)"
+        " or +HH:MM; a time carrying its own zone (14:03:05+01:00) keeps it",
+    )
+    attribute.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the probe's config: the legs' segments and attribution windows"
+        " (Prometheus does not carry them; without it the probe's own convictions name"
+        " the suspects)",
+    )
+    attribute.add_argument(
+        "--evidence",
+        metavar="FILE",
+        help="YAML evidence queries per segment, replacing the defaults"
+        " (print them: python -m t3probe.attribute.mechanisms --yaml)",
     )
     source = attribute.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus", metavar="URL", help="Prometheus scraping the probe")

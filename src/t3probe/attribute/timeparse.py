@@ -17,9 +17,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RELATIVE = re.compile(r"^-((?:\d+(?:\.\d+)?[smhd])+)$")
 _RELATIVE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 # A clock time may carry its zone, as the lab's view prints it: 14:03:05.123+01:00, …Z.
-_CLOCK = re.compile(
-    r"^(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?\s*(Z|z|UTC|[+-]\d{2}:?\d{2})?$"
-)
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?\s*(Z|z|UTC|[+-]\d{2}:?\d{2})?$")
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 _HAS_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}")
