@@ -56,8 +56,10 @@ def evidence(
     names += sorted({event.leg for event in parsed} - set(current))
     legs = tuple(_leg(name, current.get(name), parsed, window) for name in names)
     start = window.start - lead
+    # The history reaches past the window too, so an incident in it gets its real end.
+    end = min(now, window.end + lead)
     histories = tuple(
-        _history(name, current.get(name), parsed, start, window.end, (segments or {}).get(name))
+        _history(name, current.get(name), parsed, start, end, (segments or {}).get(name))
         for name in names
     )
     notes = []
@@ -81,6 +83,7 @@ def evidence(
         notes=tuple(notes),
         histories=histories,
         history_start=start,
+        history_end=end,
     )
 
 

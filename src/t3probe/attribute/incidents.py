@@ -32,7 +32,8 @@ def lead_in(policy: Policy) -> float:
 def incidents(evidence: Evidence, policy: Policy) -> Incidents:
     window = evidence.window
     start = window.start if evidence.history_start is None else evidence.history_start
-    result = replay(evidence.histories, start, window.end, policy)
+    end = window.end if evidence.history_end is None else max(window.end, evidence.history_end)
+    result = replay(evidence.histories, start, end, policy)
     inside = [i for i in result.incidents if i.end > window.start and i.start <= window.end]
     from_probe = False
     if not any(h.segments for h in evidence.histories) and evidence.probe_convictions:

@@ -21,7 +21,8 @@ from t3probe.attribute.timeline import Incident
 Status = Literal["fired", "quiet", "not_available"]
 # A cause shows before the drop it causes (a host thrashes, then connections time out).
 LOOK_BEFORE_SECONDS = 120.0
-LOOK_AFTER_SECONDS = 30.0
+# …and a stall outlasts the drops it causes: see where it ended.
+LOOK_AFTER_SECONDS = 120.0
 MAX_POINTS = 240  # per query: a readable span, and bounded work for Prometheus
 
 
@@ -35,6 +36,8 @@ class Check:
     peak: float | None = None
     # The labels of the series that peaked (which pod, which host).
     where: str = ""
+    # Still firing at the end of the range looked at: ``end`` is not where it stopped.
+    open_ended: bool = False
 
     def describe(self) -> str:
         d = self.definition
@@ -43,8 +46,11 @@ class Check:
         if self.status == "quiet":
             return f"{d.name}: did not fire"
         peak = self.peak or 0.0
-        amount = f"{peak * 100:.0f} % of wall time" if d.unit == "ratio" else f"{peak:g}"
-        return f"{d.says} {amount}{f' ({self.where})' if self.where else ''}"
+        # increase() extrapolates: 1.02 restarts are one.
+        amount = (
+            f" {peak * 100:.0f} % of wall time" if d.unit == "ratio" else f": {max(1, round(peak))}"
+        )
+        return f"{d.says}{amount}{f' ({self.where})' if self.where else ''}"
 
 
 def span(incident: Incident) -> tuple[float, float]:
@@ -71,7 +77,7 @@ async def _one(
     api: PrometheusAPI, segment: str, d: Definition, start: float, end: float, step: float
 ) -> Check:
     present, _ = await api.query(
-        f"count(last_over_time(({d.requires})[{promql.duration(end - start)}]))", end
+        f"count(last_over_time({d.requires}[{promql.duration(end - start)}]))", end
     )
     if not promql.parse_vector(present):
         return Check(d, segment, "not_available")
@@ -89,4 +95,5 @@ async def _one(
     where = ", ".join(
         f"{k}={v}" for k, v in labels.items() if k in ("instance", "namespace", "pod", "container")
     )
-    return Check(d, segment, "fired", min(times), max(times), peak, where)
+    last = max(times)
+    return Check(d, segment, "fired", min(times), last, peak, where, last >= end - step)

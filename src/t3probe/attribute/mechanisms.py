@@ -42,7 +42,48 @@ class Definition:
 
 
 _BACKEND = ("t3serve",)
-_INGRESS = ("traefik", "dispatch", "cf_tunnel")
+# The in-cluster segments and the workload behind each (kube-state-metrics labels):
+# evidence about one workload must not convict another.
+WORKLOADS = {"traefik": "traefik", "dispatch": "dispatch", "cf_tunnel": "cloudflared"}
+
+
+def _workload(segment: str, workload: str) -> tuple[Definition, ...]:
+    pods = f'container=~"{workload}.*"'
+    return (
+        Definition(
+            f"pod_restarts_{segment}",
+            (segment,),
+            f"sum by (namespace, pod, container)"
+            f" (increase(kube_pod_container_status_restarts_total{{{pods}}}[2m]))",
+            f"kube_pod_container_status_restarts_total{{{pods}}}",
+            0.0,
+            "count",
+            f"{workload} pods restarted",
+        ),
+        Definition(
+            f"oom_killed_{segment}",
+            (segment,),
+            f"max by (namespace, pod, container)"
+            f' (kube_pod_container_status_last_terminated_reason{{reason="OOMKilled", {pods}}})'
+            f" and on (namespace, pod, container)"
+            f" (increase(kube_pod_container_status_restarts_total{{{pods}}}[2m]) > 0)",
+            f"kube_pod_container_status_restarts_total{{{pods}}}",
+            0.0,
+            "count",
+            f"{workload} containers were OOMKilled",
+        ),
+        Definition(
+            f"rollout_{segment}",
+            (segment,),
+            f'changes(kube_deployment_status_observed_generation{{deployment=~"{workload}.*"}}[2m])',
+            f'kube_deployment_status_observed_generation{{deployment=~"{workload}.*"}}',
+            0.0,
+            "count",
+            f"the {workload} deployment rolled out",
+        ),
+    )
+
+
 DEFAULTS: tuple[Definition, ...] = (
     Definition(
         "memory_pressure",
@@ -71,36 +112,7 @@ DEFAULTS: tuple[Definition, ...] = (
         "count",
         "the kernel OOM-killed processes on the backend host",
     ),
-    Definition(
-        "pod_restarts",
-        _INGRESS,
-        "sum by (namespace, pod, container)"
-        " (increase(kube_pod_container_status_restarts_total[2m]))",
-        "kube_pod_container_status_restarts_total",
-        0.0,
-        "count",
-        "pods restarted",
-    ),
-    Definition(
-        "oom_killed",
-        _INGRESS,
-        'max by (namespace, pod, container) (kube_pod_container_status_last_terminated_reason{reason="OOMKilled"})'  # noqa: E501
-        " and on (namespace, pod, container)"
-        " (increase(kube_pod_container_status_restarts_total[2m]) > 0)",
-        "kube_pod_container_status_last_terminated_reason",
-        0.0,
-        "count",
-        "containers were OOMKilled",
-    ),
-    Definition(
-        "rollout",
-        _INGRESS,
-        "changes(kube_deployment_status_observed_generation[2m])",
-        "kube_deployment_status_observed_generation",
-        0.0,
-        "count",
-        "a deployment rolled out",
-    ),
+    *(d for segment, workload in WORKLOADS.items() for d in _workload(segment, workload)),
 )
 
 

@@ -128,6 +128,7 @@ class Evidence:
     # evidence the probe still held at the window's start counts) to the window's end.
     histories: tuple[LegHistory, ...] = ()
     history_start: float | None = None
+    history_end: float | None = None
     # (segment, time) of each sample where the probe itself convicted the segment.
     probe_convictions: tuple[tuple[str, float], ...] = ()
     scrape_interval: float | None = None

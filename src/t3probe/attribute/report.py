@@ -64,7 +64,7 @@ def _no_data_line(evidence: Evidence, found: Incidents, tz: dt.tzinfo) -> list[s
 
 
 def _span(incident: Incident, tz: dt.tzinfo) -> str:
-    end = "ongoing" if incident.ongoing else _clock(incident.end, tz)
+    end = f"still at {_clock(incident.end, tz)}" if incident.ongoing else _clock(incident.end, tz)
     return f"{_clock(incident.start, tz)} → {end} {_zone_at(incident.start, tz)}"
 
 
@@ -90,8 +90,9 @@ def _check_lines(incident: Incident, checks: tuple[Check, ...], tz: dt.tzinfo) -
     for check in checks:
         head = f"{check.segment} suspected — "
         if check.status == "fired" and check.start is not None and check.end is not None:
+            until = "still at" if check.open_ended else "to"
             lines.append(
-                f"{head}{check.describe()} from {_clock(check.start, tz)} to"
+                f"{head}{check.describe()} from {_clock(check.start, tz)} {until}"
                 f" {_clock(check.end, tz)} {_zone_at(check.start, tz)}"
             )
             lines.append(f"    look further: {check.definition.query}")
@@ -257,6 +258,7 @@ def _check_json(check: Check, tz: dt.tzinfo) -> dict[str, Any]:
         "summary": check.describe(),
         "start": None if check.start is None else _stamp(check.start, tz),
         "end": None if check.end is None else _stamp(check.end, tz),
+        "open_ended": check.open_ended,
         "peak": check.peak,
         "where": check.where or None,
         "query": check.definition.query,

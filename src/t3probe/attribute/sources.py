@@ -27,7 +27,9 @@ async def from_prometheus(
     lead: float = 0.0,
     segments: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Evidence:
-    history = promql.duration(window.seconds + lead)
+    # The history reaches past the window too, so an incident in it gets its real end.
+    history_end = min(now, window.end + lead)
+    history = promql.duration(history_end - window.start + lead)
     async with session() as client:
         api = PrometheusAPI(client, base)
         data, warnings = await api.query(promql.connected_query(window), window.end)
@@ -50,7 +52,7 @@ async def from_prometheus(
             ("h_stamps", "t3probe_last_disconnect_timestamp_seconds"),
             ("h_suspected", "t3probe_segment_suspected"),
         ):
-            wanted[name] = (f"{metric}[{history}]", window.end)
+            wanted[name] = (f"{metric}[{history}]", history_end)
         if not connected:
             wanted["present"] = (promql.PRESENCE_QUERY, now)
         names = list(wanted)
@@ -81,7 +83,7 @@ async def from_prometheus(
         promql.parse_matrix(results["h_counters"]),
         promql.parse_matrix(results["h_stamps"]),
         start,
-        window.end,
+        history_end,
         h_interval,
         segments or {},
     )
@@ -95,6 +97,7 @@ async def from_prometheus(
         found,
         histories=legs,
         history_start=start,
+        history_end=history_end,
         probe_convictions=convictions,
         scrape_interval=h_interval,
     )
