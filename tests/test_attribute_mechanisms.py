@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from t3probe.attribute import mechanisms
 from t3probe.attribute.model import BadInput
@@ -54,7 +55,7 @@ GOOD = {"name": "q", "segments": ["s"], "query": "up", "requires": "up", "says":
 )
 def test_bad_definitions_name_the_field(item: dict[str, object], message: str) -> None:
     with pytest.raises(BadInput, match=re.escape(f"f: {message}")):
-        mechanisms.parse(mechanisms.yaml.safe_dump([item]), "f")
+        mechanisms.parse(yaml.safe_dump([item]), "f")
 
 
 def test_bad_documents() -> None:
@@ -65,6 +66,6 @@ def test_bad_documents() -> None:
     ):
         with pytest.raises(BadInput, match=message):
             mechanisms.parse(text, "f")
-    duplicate = mechanisms.yaml.safe_dump([GOOD, GOOD])
+    duplicate = yaml.safe_dump([GOOD, GOOD])
     with pytest.raises(BadInput, match="'q' appears more than once"):
         mechanisms.parse(duplicate, "f")

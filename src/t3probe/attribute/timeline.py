@@ -20,6 +20,7 @@ evidence, for or against.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from t3probe.attribution import (
     VerdictName,
     compute_verdict,
 )
+from t3probe.legstate import RECENT_DROPS_PER_LEG
 from t3probe.reasons import Reason
 
 # Past the boundary of "now - at <= window": evidence has aged out.
@@ -76,23 +78,35 @@ class LegHistory:
             return False
         return not any(start <= at < end for start, end in self.gaps)
 
-    def observation(self, at: float) -> LegObservation:
-        changes = [change for change in self.changes if change.at <= at]
-        drops = tuple(
-            (change.at, change.reason)
-            for change in changes
-            if not change.up and change.reason is not None
-        )
-        if not self.observed_at(at):
-            return LegObservation(self.name, self.segments, "unknown", recent_drops=drops)
+    @functools.cached_property
+    def _states(self) -> tuple[tuple[bool | None, Reason | None, float | None, Reason | None], ...]:
+        """(up, reason, up_since, recovered_from) after each prefix of the changes."""
         up, reason = self.initial_up, self.initial_reason
         up_since: float | None = None
         recovered_from: Reason | None = None
-        for change in changes:
+        states = [(up, reason, up_since, recovered_from)]
+        for change in self.changes:
             if change.up and up is False:
                 up_since, recovered_from = change.at, reason
+            elif not change.up:
+                up_since = recovered_from = None
             up = change.up
             reason = None if change.up else change.reason
+            states.append((up, reason, up_since, recovered_from))
+        return tuple(states)
+
+    @functools.cached_property
+    def _drops(self) -> tuple[tuple[float, Reason], ...]:
+        return tuple((c.at, c.reason) for c in self.changes if not c.up and c.reason is not None)
+
+    def observation(self, at: float) -> LegObservation:
+        # As the live probe, only the latest drops are remembered (bounded per leg).
+        shown = bisect.bisect_right(self._drops, at, key=lambda drop: drop[0])
+        drops = self._drops[max(0, shown - RECENT_DROPS_PER_LEG) : shown]
+        if not self.observed_at(at):
+            return LegObservation(self.name, self.segments, "unknown", recent_drops=drops)
+        applied = bisect.bisect_right(self.changes, at, key=lambda change: change.at)
+        up, reason, up_since, recovered_from = self._states[applied]
         if up is None:
             return LegObservation(self.name, self.segments, "unknown", recent_drops=drops)
         if up:
