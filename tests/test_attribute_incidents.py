@@ -23,38 +23,38 @@ from tests.support.prom import HistoryPrometheus, prometheus_with_history
 
 
 @dataclass
-class Served:
+class Recorded:
     prom: HistoryPrometheus
     at: h.Times
     config: Path
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     # Hours in the recent past: inside the default retention, clear of the head block.
     origin = float((int(time.time()) // 3600 - 3) * 3600)
     root: Path = tmp_path_factory.mktemp("incident-history")
     config = root / "probe.yaml"
     config.write_text(h.probe_config(), encoding="utf-8")
     with prometheus_with_history(h.openmetrics(origin), root) as prom:
-        yield Served(prom, h.Times(origin), config)
+        yield Recorded(prom, h.Times(origin), config)
 
 
-async def ask(served: Served, at: float | str, **options: Any) -> tuple[int, dict[str, Any]]:
-    options.setdefault("config", str(served.config))
-    return await invoke_json(namespace(at, prometheus=served.prom.url, **options))
+async def ask(recorded: Recorded, at: float | str, **options: Any) -> tuple[int, dict[str, Any]]:
+    options.setdefault("config", str(recorded.config))
+    return await invoke_json(namespace(at, prometheus=recorded.prom.url, **options))
 
 
-async def test_two_incidents_40_s_apart_answer_by_time(served: Served) -> None:
-    at = served.at
-    code, cdn = await ask(served, at(h.CDN + 5), window=120)
+async def test_two_incidents_40_s_apart_answer_by_time(recorded: Recorded) -> None:
+    at = recorded.at
+    code, cdn = await ask(recorded, at(h.CDN + 5), window=120)
     assert code == 3, cdn
     assert cdn["suspects"] == ["wan", "cf_edge", "cf_tunnel"], cdn["incident"]
     assert cdn["incident"]["seconds_from_at"] == 0
     assert [leg["leg"] for leg in cdn["incident"]["legs"]] == ["cloudflare"]
     assert abs(cdn["incident"]["start"]["unix"] - at(h.CDN)) < 0.01
 
-    code, lb = await ask(served, at(h.LB + 5))
+    code, lb = await ask(recorded, at(h.LB + 5))
     assert code == 3, lb
     assert lb["suspects"] == ["traefik", "dispatch"], lb["incident"]
     assert {leg["leg"]: leg["reasons"] for leg in lb["incident"]["legs"]} == {
@@ -67,16 +67,16 @@ async def test_two_incidents_40_s_apart_answer_by_time(served: Served) -> None:
 
     # Between the two, after the CDN leg's evidence aged out: the nearest one, and how far.
     code, text_out, _ = await invoke(
-        namespace(at(h.LB - 2), prometheus=served.prom.url, config=str(served.config))
+        namespace(at(h.LB - 2), prometheus=recorded.prom.url, config=str(recorded.config))
     )
     assert code == 3
     assert "suspect segments traefik, dispatch" in text_out
     assert "began 2 s after" in text_out and "(the nearest incident)" in text_out
 
 
-async def test_evidence_queries_name_the_mechanism_or_say_not_available(served: Served) -> None:
-    at = served.at
-    code, doc = await ask(served, at(h.BACKEND + 5))
+async def test_evidence_queries_name_the_mechanism_or_say_not_available(recorded: Recorded) -> None:
+    at = recorded.at
+    code, doc = await ask(recorded, at(h.BACKEND + 5))
     assert code == 3 and doc["suspects"] == ["t3serve"], doc["incident"]
     checks = {check["name"]: check for check in doc["incident"]["evidence"]}
     memory = checks["memory_pressure"]
@@ -89,7 +89,7 @@ async def test_evidence_queries_name_the_mechanism_or_say_not_available(served: 
     assert checks["oom_kills"]["status"] == "quiet"
 
     code, out, _ = await invoke(
-        namespace(at(h.BACKEND + 5), prometheus=served.prom.url, config=str(served.config))
+        namespace(at(h.BACKEND + 5), prometheus=recorded.prom.url, config=str(recorded.config))
     )
     start = dt.datetime.fromtimestamp(memory["start"]["unix"], dt.UTC)
     assert (
@@ -99,7 +99,7 @@ async def test_evidence_queries_name_the_mechanism_or_say_not_available(served: 
     assert "io_pressure: not available (no node_pressure_io_stalled_seconds_total" in out
     assert "look further: rate(node_pressure_memory_stalled_seconds_total" in out
 
-    code, lb = await ask(served, at(h.LB + 5))
+    code, lb = await ask(recorded, at(h.LB + 5))
     checks = {(c["segment"], c["name"]): c for c in lb["incident"]["evidence"]}
     assert checks[("traefik", "pod_restarts_traefik")]["status"] == "fired"
     assert "pod=traefik-7d9" in checks[("traefik", "oom_killed_traefik")]["where"]
@@ -108,44 +108,46 @@ async def test_evidence_queries_name_the_mechanism_or_say_not_available(served: 
     assert checks[("dispatch", "pod_restarts_dispatch")]["status"] == "not_available"
 
     # The traefik restart belongs to the LB fault: the CDN incident's tunnel is not blamed.
-    code, cdn = await ask(served, at(h.CDN + 5))
+    code, cdn = await ask(recorded, at(h.CDN + 5))
     statuses = {c["name"]: c["status"] for c in cdn["incident"]["evidence"]}
     assert statuses["pod_restarts_cf_tunnel"] == "not_available", statuses
     assert "fired" not in statuses.values(), statuses
 
 
-async def test_time_before_the_probe_ran_is_no_data(served: Served) -> None:
-    code, doc = await ask(served, served.at(h.FIRST - 10))
+async def test_time_before_the_probe_ran_is_no_data(recorded: Recorded) -> None:
+    code, doc = await ask(recorded, recorded.at(h.FIRST - 10))
     assert code == 4, doc
     assert doc["incident"] is None and doc["incidents"] == []
-    assert doc["first_data"]["unix"] == pytest.approx(served.at(h.FIRST), abs=0.01)
+    assert doc["first_data"]["unix"] == pytest.approx(recorded.at(h.FIRST), abs=0.01)
     code, out, _ = await invoke(
-        namespace(served.at(h.FIRST - 10), prometheus=served.prom.url, config=str(served.config))
+        namespace(
+            recorded.at(h.FIRST - 10), prometheus=recorded.prom.url, config=str(recorded.config)
+        )
     )
     assert "no data before" in out and "infra fault" not in out
 
 
 async def test_a_berlin_user_pasting_the_view_time_gets_the_right_incident(
-    served: Served, monkeypatch: pytest.MonkeyPatch
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TZ", "Europe/Berlin")
     time.tzset()
     try:
-        shown = clock_with_zone(served.at(h.CDN + 5))
-        berlin = dt.datetime.fromtimestamp(served.at(h.CDN + 5), dt.UTC).astimezone(
+        shown = clock_with_zone(recorded.at(h.CDN + 5))
+        berlin = dt.datetime.fromtimestamp(recorded.at(h.CDN + 5), dt.UTC).astimezone(
             dt.datetime.now().astimezone().tzinfo
         )
         assert shown.endswith(berlin.strftime("%z")[:3] + ":" + berlin.strftime("%z")[3:])
         # As shown, with its offset, whatever --tz; and the bare clock with --tz local.
         for pasted, tz in ((shown, "UTC"), (shown.split(".")[0], "local")):
-            code, doc = await ask(served, pasted, tz=tz)
+            code, doc = await ask(recorded, pasted, tz=tz)
             assert code == 3, (pasted, doc)
             assert doc["suspects"] == ["wan", "cf_edge", "cf_tunnel"], pasted
         code, out, _ = await invoke(
             namespace(
                 shown.split(".")[0],
-                prometheus=served.prom.url,
-                config=str(served.config),
+                prometheus=recorded.prom.url,
+                config=str(recorded.config),
                 tz="local",
             )
         )
@@ -155,9 +157,9 @@ async def test_a_berlin_user_pasting_the_view_time_gets_the_right_incident(
         time.tzset()
 
 
-async def test_bad_evidence_file_names_the_field(served: Served, tmp_path: Path) -> None:
+async def test_bad_evidence_file_names_the_field(recorded: Recorded, tmp_path: Path) -> None:
     bad = tmp_path / "evidence.yaml"
     bad.write_text("evidence:\n  - name: x\n    segments: [t3serve]\n    query: up\n", "utf-8")
-    code, out, err = await invoke(namespace("-1m", prometheus=served.prom.url, evidence=str(bad)))
+    code, out, err = await invoke(namespace("-1m", prometheus=recorded.prom.url, evidence=str(bad)))
     assert code == 2 and out == ""
     assert "evidence[0] (x).requires: expected a non-empty string" in err, err
