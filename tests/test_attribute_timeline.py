@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from t3probe.attribute import eventsource
+from t3probe.attribute.incidents import incidents
+from t3probe.attribute.model import TimePoint, window_for
 from t3probe.attribute.timeline import Change, LegHistory, lead, replay
 from t3probe.attribution import Policy, VerdictName
 from t3probe.reasons import Reason
@@ -69,3 +72,32 @@ def test_gap_is_unknown_and_ends_a_clean_stretch() -> None:
     verdicts = [(s.start, s.verdict.verdict) for s in result.steps]
     assert (T0 + 10, VerdictName.UNKNOWN) in verdicts
     assert verdicts[-1][1] is VerdictName.INFRA_CLEAN and result.incidents == ()
+
+
+def test_events_source_two_faults_give_two_answers() -> None:
+    """The same two faults through a probe's /verdict + /events, as eventsource reads them."""
+    segments = {"cloudflare": CDN, "internal": LB, "t3serve": ("t3serve",)}
+    legs = {
+        name: {"state": "up", "since": T0 + 110, "segments": list(segs)}
+        for name, segs in segments.items()
+    }
+    legs["t3serve"]["since"] = T0 - 100
+    verdict = {"at": T0 + 300, "legs": legs}
+    events: list[dict[str, object]] = [
+        {"leg": leg, "kind": kind, "at": T0 + offset, "reason": reason}
+        for leg, kind, offset, reason in (
+            ("cloudflare", "up", -100, None),
+            ("internal", "up", -100, None),
+            ("cloudflare", "down", 60, "reset"),
+            ("cloudflare", "up", 70, None),
+            ("cloudflare", "down", 100, "reset"),
+            ("internal", "down", 100.3, "reset"),
+            ("cloudflare", "up", 110, None),
+            ("internal", "up", 110, None),
+        )
+    ]
+    for at, wanted in ((T0 + 65, ("wan", "cf_edge", "cf_tunnel")), (T0 + 105, LB)):
+        window = window_for(TimePoint(at), 60.0, T0 + 300)
+        evidence = eventsource.evidence("u", window, verdict, {"events": events}, T0 + 300, 80.0)
+        found = incidents(evidence, POLICY)
+        assert found.lead is not None and found.lead.suspects == wanted, found.incidents
