@@ -65,13 +65,19 @@ async def test_two_incidents_40_s_apart_answer_by_time(recorded: Recorded) -> No
     summaries = [incident["suspects"] for incident in lb["incidents"]]
     assert summaries == [["wan", "cf_edge", "cf_tunnel"], ["traefik", "dispatch"]]
 
-    # Between the two, after the CDN leg's evidence aged out: the nearest one, and how far.
+    # The CDN leg's evidence still held when the LB fault began: a new incident all the
+    # same, the CDN one ending where the LB one starts.
+    assert cdn["incidents"][0]["end"]["unix"] == pytest.approx(lb["incident"]["start"]["unix"])
+    code, again = await ask(recorded, at(h.LB - 2))
+    assert again["suspects"] == ["wan", "cf_edge", "cf_tunnel"], again["incident"]
+
+    # Before the backend incident: the nearest one, and how far.
     code, text_out, _ = await invoke(
-        namespace(at(h.LB - 2), prometheus=recorded.prom.url, config=str(recorded.config))
+        namespace(at(h.BACKEND - 10), prometheus=recorded.prom.url, config=str(recorded.config))
     )
     assert code == 3
-    assert "suspect segments traefik, dispatch" in text_out
-    assert "began 2 s after" in text_out and "(the nearest incident)" in text_out
+    assert "suspect segment t3serve" in text_out
+    assert "began 10 s after" in text_out and "(the nearest incident)" in text_out
 
 
 async def test_evidence_queries_name_the_mechanism_or_say_not_available(recorded: Recorded) -> None:

@@ -5,7 +5,8 @@ kube-state-metrics would have exported, with faults at known times (seconds afte
 ``origin``):
 
 - no data before :data:`FIRST` (the probe was not running yet);
-- a CDN-only fault at :data:`CDN` (``cloudflare`` down 10 s, ``reset``);
+- a CDN-only fault at :data:`CDN` (``cloudflare`` down 25 s, ``reset``: its evidence
+  still holds when the next fault begins);
 - an LB fault :data:`LB` = CDN + 40 s (``cloudflare`` and ``internal`` down 10 s), while a
   traefik pod restarts OOM-killed just before it;
 - a backend fault at :data:`BACKEND` (``t3serve`` down 15 s, ``rtt_timeout``) while
@@ -41,7 +42,7 @@ RESTART_AT = LB - 1.0
 
 # leg → [(down at, up at, reason)]
 OUTAGES: dict[str, list[tuple[float, float, str]]] = {
-    "cloudflare": [(CDN, CDN + 10, "reset"), (LB, LB + 10, "reset")],
+    "cloudflare": [(CDN, CDN + 25, "reset"), (LB, LB + 10, "reset")],
     "internal": [(LB + 0.3, LB + 10, "reset")],
     "t3serve": [(BACKEND, BACKEND + 15, "rtt_timeout")],
 }
