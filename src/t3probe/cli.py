@@ -188,7 +188,9 @@ def _parser() -> argparse.ArgumentParser:
         "attribute",
         parents=common,
         help="answer a user's report: was the drop at TIME infra or their network?",
-        description="Per-leg evidence around TIME and the verdict, from Prometheus or a"
+        description="Per-leg evidence around TIME, the probe's verdict replayed over it and"
+        " split into incidents, answering with the incident at (or nearest) TIME and the"
+        " evidence queries that fired for its suspect segments; from Prometheus or a"
         " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
         " 1: the source could not be queried.",
     )

@@ -41,6 +41,11 @@ def text(
     lines += [f"note: {note}" for note in evidence.notes]
     if found is not None:
         lines += _no_data_line(evidence, found, tz)
+        if found.from_probe and found.incidents:
+            lines.append(
+                "note: the legs' segments are unknown to Prometheus: the suspects are those"
+                " the probe convicted; --config FILE replays its engine on the legs' segments"
+            )
     lines.append(f"verdict: {finding.sentence}")
     if found is not None and found.lead is not None:
         lines.append(f"  {_where(found.lead, evidence.window.at, tz)}")
