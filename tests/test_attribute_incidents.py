@@ -80,6 +80,24 @@ async def test_two_incidents_40_s_apart_answer_by_time(recorded: Recorded) -> No
     assert "began 10 s after" in text_out and "(the nearest incident)" in text_out
 
 
+async def test_without_the_config_the_probe_convictions_split_the_incidents(
+    recorded: Recorded,
+) -> None:
+    at = recorded.at
+    code, lb = await ask(recorded, at(h.LB + 5), config=None)
+    assert code == 3, lb
+    assert lb["suspects"] == ["dispatch", "traefik"], lb["incident"]
+    assert {leg["leg"] for leg in lb["incident"]["legs"]} == {"cloudflare", "internal"}
+    # The CDN fault stays its own incident, ending where the LB fault's first drop was.
+    assert [i["suspects"] for i in lb["incidents"]] == [
+        ["cf_edge", "cf_tunnel", "wan"],
+        ["dispatch", "traefik"],
+    ]
+    assert lb["incident"]["start"]["unix"] == pytest.approx(at(h.LB), abs=0.01)
+    code, cdn = await ask(recorded, at(h.CDN + 5), config=None)
+    assert cdn["suspects"] == ["cf_edge", "cf_tunnel", "wan"], cdn["incident"]
+
+
 async def test_evidence_queries_name_the_mechanism_or_say_not_available(recorded: Recorded) -> None:
     at = recorded.at
     code, doc = await ask(recorded, at(h.BACKEND + 5))

@@ -13,6 +13,9 @@ kube-state-metrics would have exported, with faults at known times (seconds afte
   memory pressure on the backend host stalls 34 % of wall time from BACKEND - 30 s to
   BACKEND + 60 s.
 
+The probe's own convictions (``t3probe_segment_suspected``) are those its live verdict
+would have exported: :data:`CONVICTED`.
+
 No ``node_pressure_io_stalled_seconds_total`` and no
 ``kube_deployment_status_observed_generation``: those evidence queries are "not
 available".
@@ -46,6 +49,12 @@ OUTAGES: dict[str, list[tuple[float, float, str]]] = {
     "internal": [(LB + 0.3, LB + 10, "reset")],
     "t3serve": [(BACKEND, BACKEND + 15, "rtt_timeout")],
 }
+# (from, until, segments) the live probe convicted: each fault's, held 20 s after it.
+CONVICTED = [
+    (CDN, LB + 0.3, ("wan", "cf_edge", "cf_tunnel")),
+    (LB + 0.3, LB + 30, ("traefik", "dispatch")),
+    (BACKEND, BACKEND + 35, ("t3serve",)),
+]
 SEGMENTS = {
     "cloudflare": ["wan", "cf_edge", "cf_tunnel", "traefik", "dispatch"],
     "internal": ["traefik", "dispatch"],
@@ -116,6 +125,13 @@ def openmetrics(origin: float) -> str:
     family("t3probe_connected", "gauge", connected)
     family("t3probe_disconnects", "counter", drops)
     family("t3probe_last_disconnect_timestamp_seconds", "gauge", stamps)
+    suspected: list[Sample] = []
+    for segment in dict.fromkeys(s for segments in SEGMENTS.values() for s in segments):
+        for at in _scrapes():
+            on = any(a <= at < b and segment in segs for a, b, segs in CONVICTED)
+            labels = {**PROBE, "segment": segment}
+            suspected.append(("t3probe_segment_suspected", labels, 1.0 if on else 0.0, at))
+    family("t3probe_segment_suspected", "gauge", suspected)
 
     stalled: list[Sample] = []
     oom: list[Sample] = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from t3probe.attribute.model import Evidence
-from t3probe.attribute.timeline import Incident, Replay, lead, replay
+from t3probe.attribute.timeline import Incident, LegRole, Replay, lead, reasons_between, replay
 from t3probe.attribution import Policy, VerdictName
 
 # The live probe's defaults (config.py): attribution window, three 20 s watchdogs.
@@ -37,25 +37,76 @@ def incidents(evidence: Evidence, policy: Policy) -> Incidents:
     inside = [i for i in result.incidents if i.end > window.start and i.start <= window.end]
     from_probe = False
     if not any(h.segments for h in evidence.histories) and evidence.probe_convictions:
-        inside = [_probe_suspects(i, evidence) for i in inside]
+        inside = [part for i in inside for part in _probe_suspects(i, evidence)]
         from_probe = True
     return Incidents(result, tuple(inside), lead(inside, window.at), from_probe)
 
 
-def _probe_suspects(incident: Incident, evidence: Evidence) -> Incident:
-    """Without the legs' segments, the suspects are those the probe itself convicted then."""
+def _probe_suspects(incident: Incident, evidence: Evidence) -> list[Incident]:
+    """Without the legs' segments, the suspects are those the probe itself convicted then;
+    where its convictions turn to disjoint segments, a new fault began: a new incident,
+    from the first drop since the scrape before."""
     slack = 2 * (evidence.scrape_interval or 1.0)
-    convicted = tuple(
-        dict.fromkeys(
-            segment
-            for segment, at in sorted(evidence.probe_convictions, key=lambda item: item[1])
-            if incident.start <= at <= incident.end + slack
+    scrapes: dict[float, set[str]] = {}
+    for segment, at in evidence.probe_convictions:
+        if incident.start <= at <= incident.end + slack:
+            scrapes.setdefault(at, set()).add(segment)
+    parts: list[tuple[float, list[str]]] = []
+    previous: set[str] = set()
+    previous_at = incident.start
+    for at in sorted(scrapes):
+        now = scrapes[at]
+        if not parts:
+            parts.append((incident.start, []))
+        elif previous and not previous & now:
+            parts.append((_first_drop(evidence, previous_at, at), []))
+        parts[-1][1].extend(s for s in sorted(now) if s not in parts[-1][1])
+        previous, previous_at = now, at
+    if not parts:
+        parts.append((incident.start, []))
+    pieces = []
+    for index, (start, segments) in enumerate(parts):
+        end = parts[index + 1][0] if index + 1 < len(parts) else incident.end
+        verdict = incident.verdict
+        if verdict is not VerdictName.PROBE_UNHEALTHY:
+            verdict = VerdictName.SUSPECT if segments else VerdictName.INCONCLUSIVE
+        pieces.append(
+            dataclasses.replace(
+                incident,
+                start=start,
+                end=end,
+                suspects=tuple(segments),
+                verdict=verdict,
+                legs=_legs_in(incident, evidence, start, end) if len(parts) > 1 else incident.legs,
+                ongoing=incident.ongoing and index == len(parts) - 1,
+            )
         )
-    )
-    verdict = incident.verdict
-    if verdict is not VerdictName.PROBE_UNHEALTHY:
-        verdict = VerdictName.SUSPECT if convicted else VerdictName.INCONCLUSIVE
-    return dataclasses.replace(incident, suspects=convicted, verdict=verdict)
+    return pieces
+
+
+def _first_drop(evidence: Evidence, after: float, until: float) -> float:
+    drops = [
+        change.at
+        for history in evidence.histories
+        for change in history.changes
+        if not change.up and after < change.at <= until
+    ]
+    return min(drops, default=until)
+
+
+def _legs_in(
+    incident: Incident, evidence: Evidence, start: float, end: float
+) -> tuple[LegRole, ...]:
+    """The incident's legs that dropped in this part of it (all of them if none did)."""
+    histories = {history.name: history for history in evidence.histories}
+    picked = []
+    for leg in incident.legs:
+        history = histories.get(leg.name)
+        if history is None:
+            continue
+        if any(not c.up and start <= c.at < end for c in history.changes):
+            picked.append(dataclasses.replace(leg, reasons=reasons_between(history, start, end)))
+    return tuple(picked) or incident.legs
 
 
 def sentence(incident: Incident) -> str:

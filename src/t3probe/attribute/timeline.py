@@ -263,12 +263,12 @@ def _incident(run: list[Step], histories: Sequence[LegHistory], end: float) -> I
         chosen = (convicting or stalled or [None])[0]
         if chosen is None:
             continue
-        reasons = _reasons(history, start, stop)
+        reasons = reasons_between(history, start, stop)
         legs.append(LegRole(history.name, chosen, reasons))
     return Incident(start, stop, kind, suspects, tuple(legs), ongoing=stop >= end)
 
 
-def _reasons(history: LegHistory, start: float, stop: float) -> tuple[Reason, ...]:
+def reasons_between(history: LegHistory, start: float, stop: float) -> tuple[Reason, ...]:
     """The reasons the leg went down for in the incident, or was down for at its start."""
     times = [change.at for change in history.changes]
     first = bisect.bisect_left(times, start)
