@@ -101,7 +101,12 @@ async def test_attribute_from_prometheus(topology: Topology) -> None:
         lines = out.rstrip().splitlines()
         assert lines[1].split()[:3] == ["LEG", "CONNECTED", "DROPS"]
         assert any(line.split()[:2] == ["edge", "no"] for line in lines)
-        assert lines[-1] == "verdict: infra fault — suspect segments edge, wan (failing: leg edge)"
+        verdict = lines.index(
+            "verdict: infra fault — suspect segments edge, wan (failing: leg edge)"
+        )
+        # The answer is the incident covering TIME, with its span and the legs behind it.
+        assert lines[verdict + 1].startswith("  incident "), out
+        assert "covers" in lines[verdict + 1] and "edge failing" in lines[verdict + 1], out
 
         code, out, _ = await invoke(
             namespace(topology.started - 120, window=10, prometheus=prom.url)

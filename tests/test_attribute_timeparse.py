@@ -32,6 +32,10 @@ PARSED: list[tuple[str, dt.tzinfo, float, float]] = [
     ("2024-06-12T16:03:00", BERLIN, AT, 0.0),  # no offset: the chosen zone (CEST)
     ("14:03", UTC, AT, 60.0),
     ("14:03:30", UTC, AT + 30, 0.0),
+    # As the lab's view prints it: the time's own offset wins over --tz.
+    ("16:03:30.250+02:00", UTC, AT + 30.25, 0.0),
+    ("14:03:30Z", BERLIN, AT + 30, 0.0),
+    ("14:03:30 UTC", BERLIN, AT + 30, 0.0),
     ("16:03", BERLIN, AT, 60.0),
     ("  14:03 ", UTC, AT, 60.0),
     ("23:55", UTC, utc(2024, 6, 11, 23, 55), 60.0),  # still ahead today: last night
@@ -98,6 +102,15 @@ def test_parse_offset(text: str, offset: float | None) -> None:
         assert zone is None
     else:
         assert zone is not None and zone.utcoffset(None) == dt.timedelta(seconds=offset)
+
+
+def test_local_zone_honours_tz() -> None:
+    summer = dt.datetime(2024, 6, 12, 12, tzinfo=UTC)
+    for value in ("Europe/Berlin", ":Europe/Berlin", "/usr/share/zoneinfo/Europe/Berlin"):
+        zone = load_zone("local", {"TZ": value})
+        assert summer.astimezone(zone).utcoffset() == dt.timedelta(hours=2), value
+    with pytest.raises(BadInput, match="TZ 'Mars/Olympus' is not a time zone"):
+        load_zone("local", {"TZ": "Mars/Olympus"})
 
 
 def test_load_zone() -> None:

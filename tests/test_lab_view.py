@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import time
+
+import pytest
 
 from t3probe.lab.view import (
     MAX_LINES,
@@ -139,3 +143,16 @@ async def test_snapshot_of_a_leg_back_from_a_drop(peer: Peer) -> None:
             return seen.state == "up" and seen.back_for is not None and seen.flap_drops >= 1
 
         await eventually(back, 5 * TIME_UNIT)
+
+
+def test_event_times_carry_their_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Berlin user pasting a time from the view into `attribute --at` names the instant."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        at = dt.datetime(2026, 1, 15, 13, 3, 5, 120_000, tzinfo=dt.UTC).timestamp()
+        line = event_text({"at": at, "leg": "cloudflare", "kind": "up"})
+        assert line == "14:03:05.120+01:00 cloudflare up"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

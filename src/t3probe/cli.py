@@ -188,7 +188,9 @@ def _parser() -> argparse.ArgumentParser:
         "attribute",
         parents=common,
         help="answer a user's report: was the drop at TIME infra or their network?",
-        description="Per-leg evidence around TIME and the verdict, from Prometheus or a"
+        description="Per-leg evidence around TIME, the probe's verdict replayed over it and"
+        " split into incidents, answering with the incident at (or nearest) TIME and the"
+        " evidence queries that fired for its suspect segments; from Prometheus or a"
         " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
         " 1: the source could not be queried.",
     )
@@ -206,7 +208,24 @@ def _parser() -> argparse.ArgumentParser:
         help="evidence window, mostly before TIME (default 60: the watchdog plus a margin)",
     )
     attribute.add_argument(
-        "--tz", default="UTC", metavar="ZONE", help="zone for HH:MM times (default UTC)"
+        "--tz",
+        default="UTC",
+        metavar="ZONE",
+        help="zone of HH:MM times and of the output: IANA name, UTC (default), local ($TZ)"
+        " or +HH:MM; a time carrying its own zone (14:03:05+01:00) keeps it",
+    )
+    attribute.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the probe's config: the legs' segments and attribution windows"
+        " (Prometheus does not carry them; without it the probe's own convictions name"
+        " the suspects)",
+    )
+    attribute.add_argument(
+        "--evidence",
+        metavar="FILE",
+        help="YAML evidence queries per segment, replacing the defaults"
+        " (print them: python -m t3probe.attribute.mechanisms --yaml)",
     )
     source = attribute.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus", metavar="URL", help="Prometheus scraping the probe")

@@ -24,6 +24,8 @@ def namespace(at: str | float, **options: Any) -> argparse.Namespace:
         "prometheus": None,
         "events": None,
         "json": False,
+        "config": None,
+        "evidence": None,
     }
     values.update(options)
     return argparse.Namespace(**values)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from t3probe.attribute.model import Drop, Evidence, LegEvidence, SourceError, Window
+from t3probe.attribute.timeline import Change, LegHistory
 from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
@@ -40,12 +41,27 @@ class _Current:
     segments: tuple[str, ...]
 
 
-def evidence(url: str, window: Window, verdict: Any, events: Any, now: float) -> Evidence:
+def evidence(
+    url: str,
+    window: Window,
+    verdict: Any,
+    events: Any,
+    now: float,
+    lead: float = 0.0,
+    segments: Mapping[str, tuple[str, ...]] | None = None,
+) -> Evidence:
     current = _current_legs(verdict)
     parsed = _events(events)
     names = list(current)
     names += sorted({event.leg for event in parsed} - set(current))
     legs = tuple(_leg(name, current.get(name), parsed, window) for name in names)
+    start = window.start - lead
+    # The history reaches past the window too, so an incident in it gets its real end.
+    end = min(now, window.end + lead)
+    histories = tuple(
+        _history(name, current.get(name), parsed, start, end, (segments or {}).get(name))
+        for name in names
+    )
     notes = []
     probe_now = verdict.get("at") if isinstance(verdict, dict) else None
     if isinstance(probe_now, int | float) and abs(probe_now - now) > CLOCK_SKEW_NOTE_SECONDS:
@@ -58,7 +74,48 @@ def evidence(url: str, window: Window, verdict: Any, events: Any, now: float) ->
     segments_known = bool(current) and all(c.segments for c in current.values())
     if not segments_known:
         notes.append("segments: /verdict does not list each leg's segments")
-    return Evidence("events", url, window, legs, probe_suspects=None, notes=tuple(notes))
+    return Evidence(
+        "events",
+        url,
+        window,
+        legs,
+        probe_suspects=None,
+        notes=tuple(notes),
+        histories=histories,
+        history_start=start,
+        history_end=end,
+    )
+
+
+def _history(
+    name: str,
+    current: _Current | None,
+    events: list[_Event],
+    start: float,
+    end: float,
+    segments: tuple[str, ...] | None,
+) -> LegHistory:
+    """The leg's changes from ``start``, and its state then (see :func:`_leg`)."""
+    own = sorted((e for e in events if e.leg == name), key=lambda e: e.at)
+    before = [e for e in own if e.at < start]
+    inside = [e for e in own if start <= e.at <= end]
+    initial_up: bool | None
+    if current is not None and current.since <= start:
+        initial_up, reason = current.state == "up", current.reason
+        if current.state == "unknown":
+            initial_up = None
+    elif before:
+        initial_up, reason = before[-1].kind == "up", before[-1].reason
+    else:
+        initial_up, reason = None, None
+    first = start if initial_up is not None else (inside[0].at if inside else None)
+    changes = tuple(
+        Change(e.at, e.kind == "up", None if e.kind == "up" else e.reason) for e in inside
+    )
+    known = segments if segments is not None else (current.segments if current else ())
+    return LegHistory(
+        name, known, first, initial_up, reason if initial_up is False else None, changes
+    )
 
 
 def _leg(name: str, current: _Current | None, events: list[_Event], window: Window) -> LegEvidence:

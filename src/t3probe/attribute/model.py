@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from t3probe.attribute.timeline import LegHistory
 from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
@@ -123,3 +124,11 @@ class Evidence:
     # tell (a probe's /events does not carry its attribution history).
     probe_suspects: tuple[str, ...] | None = None
     notes: tuple[str, ...] = field(default=())
+    # Each leg's ups and downs from history_start (a lead-in before the window, so the
+    # evidence the probe still held at the window's start counts) to the window's end.
+    histories: tuple[LegHistory, ...] = ()
+    history_start: float | None = None
+    history_end: float | None = None
+    # (segment, time) of each sample where the probe itself convicted the segment.
+    probe_convictions: tuple[tuple[str, float], ...] = ()
+    scrape_interval: float | None = None

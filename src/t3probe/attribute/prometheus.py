@@ -25,10 +25,29 @@ class PrometheusAPI:
 
     async def query(self, expr: str, at: float) -> tuple[Any, tuple[str, ...]]:
         """Evaluate ``expr`` at unix time ``at``: the answer's ``data`` and its warnings."""
+        params = {"query": expr, "time": f"{at:.3f}", "timeout": QUERY_TIMEOUT}
+        return await self._ask("query", params, expr)
+
+    async def query_range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> tuple[Any, tuple[str, ...]]:
+        """Evaluate ``expr`` every ``step`` seconds from ``start`` to ``end``."""
+        params = {
+            "query": expr,
+            "start": f"{start:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step:.3f}",
+            "timeout": QUERY_TIMEOUT,
+        }
+        return await self._ask("query_range", params, expr)
+
+    async def _ask(
+        self, endpoint: str, params: dict[str, str], expr: str
+    ) -> tuple[Any, tuple[str, ...]]:
         answer = await get_json(
             self._client,
-            f"{self.base}/api/v1/query",
-            {"query": expr, "time": f"{at:.3f}", "timeout": QUERY_TIMEOUT},
+            f"{self.base}/api/v1/{endpoint}",
+            params,
             max_bytes=self._max_bytes,
             what="Prometheus",
         )

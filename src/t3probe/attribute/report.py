@@ -6,7 +6,10 @@ import datetime as dt
 import math
 from typing import Any
 
+from t3probe.attribute.incidents import Incidents, sentence
+from t3probe.attribute.mechanism_check import Check
 from t3probe.attribute.model import Drop, Evidence, LegEvidence, Percentiles
+from t3probe.attribute.timeline import Incident
 from t3probe.attribute.verdict import Finding
 
 MAX_DROP_LINES = 10
@@ -14,7 +17,13 @@ _SOURCE_NAMES = {"prometheus": "Prometheus", "events": "the probe's /events"}
 _HEADERS = ("LEG", "CONNECTED", "DROPS", "RTT BEFORE p50/p99", "RTT DURING p50/p99")
 
 
-def text(evidence: Evidence, finding: Finding, tz: dt.tzinfo) -> str:
+def text(
+    evidence: Evidence,
+    finding: Finding,
+    tz: dt.tzinfo,
+    found: Incidents | None = None,
+    checks: tuple[Check, ...] = (),
+) -> str:
     window = evidence.window
     start = dt.datetime.fromtimestamp(window.start, tz)
     lines = [
@@ -30,8 +39,75 @@ def text(evidence: Evidence, finding: Finding, tz: dt.tzinfo) -> str:
     ]
     lines += _drop_lines(evidence, tz)
     lines += [f"note: {note}" for note in evidence.notes]
+    if found is not None:
+        lines += _no_data_line(evidence, found, tz)
+        if found.from_probe and found.incidents:
+            lines.append(
+                "note: the legs' segments are unknown to Prometheus: the suspects are those"
+                " the probe convicted; --config FILE replays its engine on the legs' segments"
+            )
     lines.append(f"verdict: {finding.sentence}")
+    if found is not None and found.lead is not None:
+        lines.append(f"  {_where(found.lead, evidence.window.at, tz)}")
+        lines += [f"  {line}" for line in _check_lines(found.lead, checks, tz)]
+        others = [i for i in found.incidents if i is not found.lead]
+        if others:
+            lines.append(f"other incidents in the window ({len(others)}):")
+            lines += [f"  {_span(i, tz)}  {sentence(i)}" for i in others]
     return "\n".join(lines) + "\n"
+
+
+def _no_data_line(evidence: Evidence, found: Incidents, tz: dt.tzinfo) -> list[str]:
+    first = found.replay.first_data
+    window = evidence.window
+    if first is None or first <= window.start:
+        return []
+    return [
+        f"note: no data before {_clock(first, tz)} {_zone_at(first, tz)} (the probe's first"
+        " sample): no evidence either way before it"
+    ]
+
+
+def _span(incident: Incident, tz: dt.tzinfo) -> str:
+    end = f"still at {_clock(incident.end, tz)}" if incident.ongoing else _clock(incident.end, tz)
+    return f"{_clock(incident.start, tz)} → {end} {_zone_at(incident.start, tz)}"
+
+
+def _where(incident: Incident, at: float, tz: dt.tzinfo) -> str:
+    distance = incident.distance(at)
+    moment = f"{_clock(at, tz)} {_zone_at(at, tz)}"
+    if distance == 0:
+        relation = f"covers {moment}"
+    elif distance < 0:
+        relation = f"began {-distance:.0f} s after {moment} (the nearest incident)"
+    else:
+        relation = f"ended {distance:.0f} s before {moment} (the nearest incident)"
+    legs = "; ".join(
+        f"{leg.name} {leg.status}"
+        + (f" ({', '.join(str(r) for r in leg.reasons)})" if leg.reasons else "")
+        for leg in incident.legs
+    )
+    return f"incident {_span(incident, tz)}, {relation}; legs: {legs or '—'}"
+
+
+def _check_lines(incident: Incident, checks: tuple[Check, ...], tz: dt.tzinfo) -> list[str]:
+    lines = []
+    for check in checks:
+        head = f"{check.segment} suspected — "
+        if check.status == "fired" and check.start is not None and check.end is not None:
+            until = "still at" if check.open_ended else "to"
+            lines.append(
+                f"{head}{check.describe()} from {_clock(check.start, tz)} {until}"
+                f" {_clock(check.end, tz)} {_zone_at(check.start, tz)}"
+            )
+            lines.append(f"    look further: {check.definition.query}")
+        else:
+            lines.append(f"{head}{check.describe()}")
+    return lines
+
+
+def _zone_at(at: float, tz: dt.tzinfo) -> str:
+    return _zone(dt.datetime.fromtimestamp(at, tz))
 
 
 def _row(leg: LegEvidence) -> tuple[str, str, str, str, str]:
@@ -119,9 +195,19 @@ def _zone(moment: dt.datetime) -> str:
     return moment.tzname() or moment.strftime("%z")
 
 
-def as_json(evidence: Evidence, finding: Finding, exit_code: int, tz: dt.tzinfo) -> dict[str, Any]:
+def as_json(
+    evidence: Evidence,
+    finding: Finding,
+    exit_code: int,
+    tz: dt.tzinfo,
+    found: Incidents | None = None,
+    checks: tuple[Check, ...] = (),
+) -> dict[str, Any]:
     window = evidence.window
     statuses = dict(finding.leg_status)
+    listed = found.incidents if found is not None else ()
+    lead = found.lead if found is not None else None
+    first = found.replay.first_data if found is not None else None
     return {
         "outcome": finding.outcome,
         "exit_code": exit_code,
@@ -144,6 +230,43 @@ def as_json(evidence: Evidence, finding: Finding, exit_code: int, tz: dt.tzinfo)
             _leg_json(leg, str(statuses.get(leg.name, "unknown")), tz) for leg in evidence.legs
         ],
         "notes": list(evidence.notes),
+        "first_data": None if first is None else _stamp(first, tz),
+        "incident": None if lead is None else _incident_json(lead, window.at, tz, checks),
+        "incidents": [_incident_json(i, window.at, tz, ()) for i in listed],
+    }
+
+
+def _incident_json(
+    incident: Incident, at: float, tz: dt.tzinfo, checks: tuple[Check, ...]
+) -> dict[str, Any]:
+    return {
+        "start": _stamp(incident.start, tz),
+        "end": _stamp(incident.end, tz),
+        "ongoing": incident.ongoing,
+        "seconds_from_at": round(incident.distance(at), 3),
+        "verdict": str(incident.verdict),
+        "summary": sentence(incident),
+        "suspects": list(incident.suspects),
+        "legs": [
+            {"leg": leg.name, "status": str(leg.status), "reasons": [str(r) for r in leg.reasons]}
+            for leg in incident.legs
+        ],
+        "evidence": [_check_json(check, tz) for check in checks],
+    }
+
+
+def _check_json(check: Check, tz: dt.tzinfo) -> dict[str, Any]:
+    return {
+        "segment": check.segment,
+        "name": check.definition.name,
+        "status": check.status,
+        "summary": check.describe(),
+        "start": None if check.start is None else _stamp(check.start, tz),
+        "end": None if check.end is None else _stamp(check.end, tz),
+        "open_ended": check.open_ended,
+        "peak": check.peak,
+        "where": check.where or None,
+        "query": check.definition.query,
     }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
-from t3probe.attribute import eventsource, promql
+from t3probe.attribute import eventsource, promhistory, promql
 from t3probe.attribute.http import get_json, session
 from t3probe.attribute.model import Evidence, SourceError, Window
 from t3probe.attribute.prometheus import PrometheusAPI
@@ -18,7 +20,16 @@ MAX_EVENTS_BYTES = 32 * 1024 * 1024
 MAX_VERDICT_BYTES = 4 * 1024 * 1024
 
 
-async def from_prometheus(base: str, window: Window, now: float) -> Evidence:
+async def from_prometheus(
+    base: str,
+    window: Window,
+    now: float,
+    lead: float = 0.0,
+    segments: Mapping[str, tuple[str, ...]] | None = None,
+) -> Evidence:
+    # The history reaches past the window too, so an incident in it gets its real end.
+    history_end = min(now, window.end + lead)
+    history = promql.duration(history_end - window.start + lead)
     async with session() as client:
         api = PrometheusAPI(client, base)
         data, warnings = await api.query(promql.connected_query(window), window.end)
@@ -35,6 +46,13 @@ async def from_prometheus(base: str, window: Window, now: float) -> Evidence:
             query = promql.rtt_query(window, quantile)
             wanted[f"before{quantile}"] = (query, window.start)
             wanted[f"during{quantile}"] = (query, window.end)
+        for name, metric in (
+            ("h_connected", "t3probe_connected"),
+            ("h_counters", "t3probe_disconnects_total"),
+            ("h_stamps", "t3probe_last_disconnect_timestamp_seconds"),
+            ("h_suspected", "t3probe_segment_suspected"),
+        ):
+            wanted[name] = (f"{metric}[{history}]", history_end)
         if not connected:
             wanted["present"] = (promql.PRESENCE_QUERY, now)
         names = list(wanted)
@@ -56,15 +74,47 @@ async def from_prometheus(base: str, window: Window, now: float) -> Evidence:
         warnings=tuple(dict.fromkeys(all_warnings)),
         present_now=None if present is None else int(sum(s.value for s in present)),
     )
-    return promql.evidence(base, window, parsed)
+    found = promql.evidence(base, window, parsed)
+    h_connected = promql.parse_matrix(results["h_connected"])
+    h_interval = promql.scrape_interval(h_connected) or interval
+    start = window.start - lead
+    legs = promhistory.histories(
+        h_connected,
+        promql.parse_matrix(results["h_counters"]),
+        promql.parse_matrix(results["h_stamps"]),
+        start,
+        history_end,
+        h_interval,
+        segments or {},
+    )
+    convictions = tuple(
+        (one.labels.get("segment", ""), at)
+        for one in promql.parse_matrix(results["h_suspected"])
+        for at, value in one.samples
+        if value == 1
+    )
+    return dataclasses.replace(
+        found,
+        histories=legs,
+        history_start=start,
+        history_end=history_end,
+        probe_convictions=convictions,
+        scrape_interval=h_interval,
+    )
 
 
-async def from_events(base: str, window: Window, now: float) -> Evidence:
+async def from_events(
+    base: str,
+    window: Window,
+    now: float,
+    lead: float = 0.0,
+    segments: Mapping[str, tuple[str, ...]] | None = None,
+) -> Evidence:
     async with session() as client:
         # /verdict first: a change landing between the two fetches then shows in /events.
         verdict = await _probe_json(client, f"{base}/verdict", {}, MAX_VERDICT_BYTES)
         events = await _all_events(client, f"{base}/events")
-    return eventsource.evidence(base, window, verdict, events, now)
+    return eventsource.evidence(base, window, verdict, events, now, lead, segments or {})
 
 
 async def _all_events(client: aiohttp.ClientSession, url: str) -> Any:

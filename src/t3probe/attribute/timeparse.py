@@ -16,7 +16,8 @@ FUTURE_TOLERANCE_SECONDS = 5.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RELATIVE = re.compile(r"^-((?:\d+(?:\.\d+)?[smhd])+)$")
 _RELATIVE_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?$")
+# A clock time may carry its zone, as the lab's view prints it: 14:03:05.123+01:00, …Z.
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?\s*(Z|z|UTC|[+-]\d{2}:?\d{2})?$")
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 _HAS_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}")
@@ -25,7 +26,8 @@ _UNIX_MIN, _UNIX_MAX = 1e9, 1e11
 
 HELP = (
     "TIME is RFC 3339 (2024-06-12T14:03:00Z, 2024-06-12T16:03:00+02:00), HH:MM[:SS]"
-    " (today in --tz, or yesterday if that is still ahead), unix seconds (1718200980),"
+    " (today in --tz, or yesterday if that is still ahead; a zone may follow: 14:03:05Z,"
+    " 14:03:05+01:00), unix seconds (1718200980),"
     " relative (-15m, -2h, -1h30m, -30s) or now"
 )
 
@@ -64,6 +66,10 @@ def _clock_time(match: re.Match[str], now: float, tz: dt.tzinfo, text: str) -> T
     micro = round(float(match[4]) * 1e6) if match[4] else 0
     if hour > 23 or minute > 59 or second > 59:
         raise BadInput(f"TIME {text!r} is not a valid time of day")
+    if match[5]:
+        # The time's own zone beats --tz: it says where it was read.
+        zone = match[5]
+        tz = dt.UTC if zone in ("Z", "z", "UTC") else (parse_offset(zone) or tz)
     today = dt.datetime.fromtimestamp(now, tz)
     moment = today.replace(hour=hour, minute=minute, second=second, microsecond=micro)
     # On-call at 00:10 asking about "23:55" means last night, not tonight.

@@ -6,8 +6,8 @@ on a made-up state without a lab.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -214,12 +214,17 @@ def short_detail(detail: str, limit: int = DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def clock_with_zone(at: float) -> str:
+    """Local time with its UTC offset (14:03:05.123+01:00): pasted into ``t3probe attribute
+    --at`` it names the same instant whatever the reader's zone."""
+    moment = dt.datetime.fromtimestamp(at).astimezone()
+    offset = moment.strftime("%z")
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}{offset[:3]}:{offset[3:]}"
+
+
 def event_text(payload: dict[str, Any]) -> str:
     """One JSON event line as a short human-readable line."""
-    stamp = (
-        time.strftime("%H:%M:%S", time.localtime(payload["at"]))
-        + f".{int(payload['at'] * 1000) % 1000:03d}"
-    )
+    stamp = clock_with_zone(payload["at"])
     if payload.get("kind") == "verdict":
         return f"{stamp} {verdict_line(payload)}"
     reason = f" {payload['reason']}" if payload.get("reason") else ""

@@ -1,0 +1,103 @@
+"""The verdict replayed over time and split into incidents. Pure, with the lab's legs."""
+
+from __future__ import annotations
+
+from t3probe.attribute import eventsource
+from t3probe.attribute.incidents import incidents
+from t3probe.attribute.model import TimePoint, window_for
+from t3probe.attribute.timeline import Change, LegHistory, lead, replay
+from t3probe.attribution import Policy, VerdictName
+from t3probe.reasons import Reason
+
+CDN = ("wan", "cf_edge", "cf_tunnel", "traefik", "dispatch")
+LB = ("traefik", "dispatch")
+POLICY = Policy(window=20.0, flap_window=60.0)
+T0 = 1000.0
+
+
+def history(name: str, segments: tuple[str, ...], *changes: Change) -> LegHistory:
+    return LegHistory(name, segments, T0, True, changes=changes)
+
+
+def two_faults() -> list[LegHistory]:
+    """A CDN-only fault at T0+60 for 10 s, an LB fault 40 s later for 10 s."""
+    cdn, lb = T0 + 60, T0 + 100
+    return [
+        history(
+            "cloudflare",
+            CDN,
+            Change(cdn, False, Reason.RESET),
+            Change(cdn + 10, True),
+            Change(lb, False, Reason.RESET),
+            Change(lb + 10, True),
+        ),
+        history("internal", LB, Change(lb + 0.3, False, Reason.RESET), Change(lb + 10, True)),
+        history("t3serve", ("t3serve",)),
+    ]
+
+
+def test_two_faults_40_s_apart_are_two_incidents() -> None:
+    result = replay(two_faults(), T0, T0 + 180, POLICY)
+    assert [(i.verdict, i.suspects) for i in result.incidents] == [
+        (VerdictName.SUSPECT, ("wan", "cf_edge", "cf_tunnel")),
+        (VerdictName.SUSPECT, ("traefik", "dispatch")),
+    ]
+    cdn, lb = result.incidents
+    assert cdn.start == T0 + 60 and lb.start == T0 + 100
+    assert [leg.name for leg in cdn.legs] == ["cloudflare"]
+    assert {leg.name for leg in lb.legs} == {"cloudflare", "internal"}
+    assert all(leg.reasons == (Reason.RESET,) for leg in lb.legs)
+    assert lead(result.incidents, T0 + 65) is cdn
+    assert lead(result.incidents, T0 + 105) is lb
+    # Nearest: 20 s after the LB incident's hold ended is still that one.
+    assert lead(result.incidents, lb.end + 20) is lb
+
+
+def test_before_first_data_is_no_data_not_evidence() -> None:
+    late = [
+        LegHistory("cloudflare", CDN, T0 + 50, True),
+        LegHistory("internal", LB, T0 + 50, True),
+    ]
+    result = replay(late, T0, T0 + 100, POLICY)
+    assert result.incidents == ()
+    assert result.first_data == T0 + 50
+    first = result.steps[0]
+    assert not first.observed and first.verdict.verdict is VerdictName.UNKNOWN
+    assert result.steps[-1].verdict.verdict is VerdictName.INFRA_CLEAN
+
+
+def test_gap_is_unknown_and_ends_a_clean_stretch() -> None:
+    gappy = LegHistory("internal", LB, T0, True, gaps=((T0 + 10, T0 + 30),))
+    result = replay([gappy], T0, T0 + 60, POLICY)
+    verdicts = [(s.start, s.verdict.verdict) for s in result.steps]
+    assert (T0 + 10, VerdictName.UNKNOWN) in verdicts
+    assert verdicts[-1][1] is VerdictName.INFRA_CLEAN and result.incidents == ()
+
+
+def test_events_source_two_faults_give_two_answers() -> None:
+    """The same two faults through a probe's /verdict + /events, as eventsource reads them."""
+    segments = {"cloudflare": CDN, "internal": LB, "t3serve": ("t3serve",)}
+    legs = {
+        name: {"state": "up", "since": T0 + 110, "segments": list(segs)}
+        for name, segs in segments.items()
+    }
+    legs["t3serve"]["since"] = T0 - 100
+    verdict = {"at": T0 + 300, "legs": legs}
+    events: list[dict[str, object]] = [
+        {"leg": leg, "kind": kind, "at": T0 + offset, "reason": reason}
+        for leg, kind, offset, reason in (
+            ("cloudflare", "up", -100, None),
+            ("internal", "up", -100, None),
+            ("cloudflare", "down", 60, "reset"),
+            ("cloudflare", "up", 70, None),
+            ("cloudflare", "down", 100, "reset"),
+            ("internal", "down", 100.3, "reset"),
+            ("cloudflare", "up", 110, None),
+            ("internal", "up", 110, None),
+        )
+    ]
+    for at, wanted in ((T0 + 65, ("wan", "cf_edge", "cf_tunnel")), (T0 + 105, LB)):
+        window = window_for(TimePoint(at), 60.0, T0 + 300)
+        evidence = eventsource.evidence("u", window, verdict, {"events": events}, T0 + 300, 80.0)
+        found = incidents(evidence, POLICY)
+        assert found.lead is not None and found.lead.suspects == wanted, found.incidents
