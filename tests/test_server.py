@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import aiohttp
 
-from t3probe.events import LegEvent
+from t3probe.events import EventLog, LegEvent
 from t3probe.server import EVENTS_PAGE_MAX, SharedRender
-from tests.support.harness import free_port, leg, probe_config, running_probe
+from tests.support.harness import Peer, leg, probe_config, running_probe
 
 
 async def test_concurrent_scrapes_share_one_render() -> None:
@@ -31,13 +32,14 @@ async def test_concurrent_scrapes_share_one_render() -> None:
     assert await shared() == b"exposition" and renders == 2  # a later scrape renders anew
 
 
-async def test_events_come_in_bounded_pages_that_a_client_can_follow() -> None:
+async def test_events_come_in_bounded_pages_that_a_client_can_follow(peer: Peer) -> None:
     config = probe_config(
-        [leg("ws", f"ws://127.0.0.1:{free_port()}/probe/ws")], event_buffer_size=5000
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")], event_buffer_size=5000
     )
     async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")  # the leg stays up: these are the only events
         log = probe.probe.recorder.events
-        start = time.time() - 3600
+        start = time.time()  # the probe stamps events as they happen: times only grow
         for index in range(2500):
             log.append(LegEvent("ws", "down", None, start + index * 0.01, detail="paged"))
         base = f"http://127.0.0.1:{probe.probe.port}/events"
@@ -63,3 +65,68 @@ async def test_events_come_in_bounded_pages_that_a_client_can_follow() -> None:
     assert ours == 2500
     assert seen == sorted(seen)
     assert refused == 400
+
+
+async def _same_millisecond_probe_events(
+    client: aiohttp.ClientSession, base: str, params: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every event the probe serves, following its cursor from ``params``."""
+    collected: list[dict[str, Any]] = []
+    for _ in range(10):
+        async with client.get(base, params=params) as response:
+            assert response.status == 200, await response.text()
+            page = await response.json()
+        collected += page["events"]
+        if not page["more"]:
+            return collected
+        params = {"after_id": str(page["events"][-1]["id"])}
+    raise AssertionError("the cursor never reached the end")
+
+
+async def test_events_sharing_a_millisecond_are_all_paged(peer: Peer) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")], event_buffer_size=5000
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        log = probe.probe.recorder.events
+        burst = time.time()  # a thousand legs dropping in the same millisecond
+        for index in range(1500):
+            log.append(LegEvent(f"leg{index}", "down", None, burst, detail="burst"))
+        for index in range(10):
+            log.append(LegEvent("ws", "down", None, burst + 1 + index, detail="later"))
+        base = f"http://127.0.0.1:{probe.probe.port}/events"
+        async with aiohttp.ClientSession() as client:
+            paged = await _same_millisecond_probe_events(client, base, {"after_id": "0"})
+            # since= keeps its documented meaning: strictly after that (rounded) time.
+            async with client.get(base, params={"since": str(round(burst, 3))}) as response:
+                later = (await response.json())["events"]
+            async with client.get(base, params={"after_id": "-1"}) as response:
+                refused = response.status
+            async with client.get(base, params={"since": "0", "after_id": "0"}) as response:
+                both = response.status
+    ours = [event for event in paged if event["detail"] in ("burst", "later")]
+    assert len(ours) == 1510 and len(paged) == 1511  # and the leg's own "up"
+    assert len({event["leg"] for event in ours if event["detail"] == "burst"}) == 1500
+    ids = [event["id"] for event in paged]
+    assert ids == sorted(set(ids))
+    assert [event["detail"] for event in later] == ["later"] * 10
+    assert refused == 400 and both == 400
+
+
+def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
+    log = EventLog(3)
+    for index in range(5):
+        log.append(LegEvent("a", "down", None, 100.0 + index))
+    assert [event.id for event in log.since()] == [3, 4, 5]
+    assert [event.id for event in log.after(3, limit=10)[0]] == [4, 5]
+    # A cursor older than the buffer gets what is left, with nothing skipped silently.
+    assert [event.id for event in log.after(0, limit=2)[0]] == [3, 4]
+    assert log.after(0, limit=2)[1] is True
+    log.resize(4)
+    log.append(LegEvent("a", "up", None, 200.0))
+    assert [event.id for event in log.since()] == [3, 4, 5, 6]
+    log.resize(2)
+    assert [event.id for event in log.since()] == [5, 6]
+    assert [event.at for event in log.since(100.0 + 4)] == [200.0]
+    assert log.after(6, limit=10) == ([], False)

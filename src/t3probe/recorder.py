@@ -86,8 +86,7 @@ class Recorder:
 
     def _publish(self, event: LegEvent) -> None:
         # One gate for every detail: exception texts quote URLs with their secrets.
-        event = dataclasses.replace(event, detail=redact_text(event.detail))
-        self.events.append(event)
+        event = self.events.append(dataclasses.replace(event, detail=redact_text(event.detail)))
         self._emit(event.to_json())
         for listener in self._listeners:
             try:

@@ -13,7 +13,7 @@ from t3probe.recorder import Recorder
 from t3probe.reload import ReloadResult
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
-# One /events answer carries at most this many events; older ones are paged with since=.
+# One /events answer carries at most this many events; the rest are paged with after_id=.
 EVENTS_PAGE_MAX = 1000
 
 
@@ -68,29 +68,29 @@ def make_app(
         return web.Response(status=503, text="starting\n")
 
     async def events(request: web.Request) -> web.Response:
-        since_text = request.query.get("since")
-        since: float | None = None
-        if since_text is not None:
-            try:
-                since = float(since_text)
-            except ValueError:
-                return web.json_response(
-                    {"error": f"since={since_text!r} is not a unix timestamp"}, status=400
-                )
-        limit_text = request.query.get("limit", str(EVENTS_PAGE_MAX))
+        query = request.query
+        limit_text = query.get("limit", str(EVENTS_PAGE_MAX))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= EVENTS_PAGE_MAX:
-            return web.json_response(
-                {"error": f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}"},
-                status=400,
-            )
-        selected = recorder.events.since(since)
+            return _bad_request(f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}")
         limit = int(limit_text)
-        if since is None:
-            # "What happened lately": the newest page.
-            page, more = selected[-limit:], False
+        if "since" in query and "after_id" in query:
+            return _bad_request("give since= or after_id=, not both")
+        log = recorder.events
+        if "after_id" in query:
+            # The cursor: ids are unique, so events sharing a millisecond are never lost.
+            after_text = query["after_id"]
+            if not after_text.isdigit() or len(after_text) > 18:
+                return _bad_request(f"after_id={after_text!r} is not an event id (0 or more)")
+            page, more = log.after(int(after_text), limit)
+        elif "since" in query:
+            try:
+                since = float(query["since"])
+            except ValueError:
+                return _bad_request(f"since={query['since']!r} is not a unix timestamp")
+            page, more = log.after_time(since, limit)
         else:
-            # Paging forward: the oldest after since=, then since= the last "at" given.
-            page, more = selected[:limit], len(selected) > limit
+            # "What happened lately": the newest page.
+            page, more = log.newest(limit), False
         payload = {"events": [e.to_json() for e in page], "more": more}
         body = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
         return web.Response(body=body.encode(), content_type="application/json")
@@ -114,6 +114,10 @@ def make_app(
     app.router.add_get("/events", events)
     app.router.add_get("/verdict", verdict)
     return app
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
 
 
 def exposition_of(registry: object) -> Callable[[], bytes]:
