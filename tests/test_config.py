@@ -325,3 +325,18 @@ def test_process_and_test_suite_variables_are_not_config_typos(tmp_path: Path) -
         "T3PROBE_TEST_TIME_UNIT": "2",
     }
     assert load_config(_write(tmp_path, {"legs": [_leg()]}), environ).legs[0].name == "internal"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"name": "a", "name": "b", "kind": "websocket", "url": "ws://127.0.0.1/"}]',
+        '[{"name": "a", "kind": "websocket", "url": "ws://127.0.0.1/",'
+        ' "resolver": {"kind": "pinned", "kind": "system"}}]',
+    ],
+    ids=["leg key", "nested key"],
+)
+def test_a_key_given_twice_in_environment_json_is_refused(text: str) -> None:
+    # JSON, like YAML, would keep the last value silently.
+    with pytest.raises(ConfigError, match=r"T3PROBE_LEGS: key '(name|kind)' given twice"):
+        load_config(None, {"T3PROBE_LEGS": text})

@@ -108,7 +108,9 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         text = environ[name]
         if _takes_json(field.annotation):
             try:
-                overrides[key] = json.loads(text)
+                overrides[key] = json.loads(text, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as err:
+                raise ConfigError(f"{name}: {err}") from err
             except (ValueError, RecursionError) as err:
                 raise ConfigError(f"{name}: {key} must be JSON: {err}") from err
         else:
@@ -133,6 +135,16 @@ def _override_names(environ: Mapping[str, str]) -> list[str]:
 
 class _DuplicateKey(Exception):
     pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that refuses a key given twice (json would keep the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"key {key!r} given twice")
+        seen[key] = value
+    return seen
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
