@@ -130,6 +130,37 @@ INVALID: list[tuple[str, Any, str]] = [
         },
         "legs[0].resolver.server_backoff_seconds: Input should be greater than or equal to 0",
     ),
+    (
+        "doh ttl cap above a day",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "max_ttl_seconds": 86401,
+                    }
+                )
+            ]
+        },
+        "legs[0].resolver.max_ttl_seconds: Input should be less than or equal to 86400",
+    ),
+    (
+        "doh ttl cap below the floor",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "min_ttl_seconds": 60,
+                        "max_ttl_seconds": 30,
+                    }
+                )
+            ]
+        },
+        "legs[0].resolver: min_ttl_seconds (60) must not exceed max_ttl_seconds (30)",
+    ),
     ("bad leg name", {"legs": [_leg(name="Bad Name")]}, "legs[0].name: String should match"),
     ("bad segment name", {"legs": [_leg(segments=["cf-edge"])]}, "legs[0].segments[0]"),
     ("relative url", {"legs": [_leg(url="/probe/ws")]}, "is not an absolute URL"),
