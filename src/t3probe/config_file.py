@@ -25,6 +25,7 @@ from t3probe.config import (
     ProbeConfig,
     build_config,
 )
+from t3probe.redact import redact_text
 
 MAX_CONFIG_BYTES = 1 << 20
 ENV_PREFIX = "T3PROBE_"
@@ -34,7 +35,14 @@ _KEYS_BY_LEG_KIND = {kind: set(cls.model_fields) for kind, cls in LEG_CONFIGS.it
 
 
 class ConfigError(Exception):
-    """The config cannot be used; the message names the offending field or value."""
+    """The config cannot be used; the message names the offending field or value.
+
+    Messages quote values, and a URL may carry credentials: they are redacted here, once
+    for check-config, the start-up error, reload's log and the ``POST /-/reload`` answer.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:

@@ -179,7 +179,7 @@ class Recorder:
     def doh_server_state(self, leg: str, server: str, up: bool) -> None:
         if leg not in self._legs:
             return  # a late report from a leg a reload removed must not revive its series
-        self._metrics.doh_server_up.labels(leg=leg, server=server).set(1 if up else 0)
+        self._metrics.set_doh_server_up(leg, server, up=up)
 
     def observations(self) -> list[LegObservation]:
         return [record.observation() for record in self._legs.values()]
