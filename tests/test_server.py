@@ -8,10 +8,15 @@ import time
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from t3probe.clock import SystemClock
 from t3probe.events import EventLog, LegEvent
-from t3probe.server import EVENTS_PAGE_MAX, SharedRender
-from tests.support.harness import Peer, leg, probe_config, running_probe
+from t3probe.metrics import ProbeMetrics
+from t3probe.recorder import Recorder
+from t3probe.server import EVENTS_PAGE_MAX, ScrapeGate, SharedRender, make_app
+from tests.support.harness import Peer, eventually, leg, probe_config, running_probe
 
 
 async def test_concurrent_scrapes_share_one_render() -> None:
@@ -130,3 +135,45 @@ def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
     assert [event.id for event in log.since()] == [5, 6]
     assert [event.at for event in log.since(100.0 + 4)] == [200.0]
     assert log.after(6, limit=10) == ([], False)
+
+
+async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None:
+    config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
+    recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
+    release = threading.Event()
+
+    def slow_render() -> bytes:
+        release.wait(30)  # every admitted scrape waits on this one render
+        return b"exposition\n"
+
+    gate = ScrapeGate(2)
+    app = make_app(recorder, slow_render, lambda: True, lambda: True, scrape_gate=gate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site.port}/metrics"
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def scrape() -> tuple[int, str | None, str]:
+                async with client.get(url) as response:
+                    return (
+                        response.status,
+                        response.headers.get("Retry-After"),
+                        await response.text(),
+                    )
+
+            admitted = [asyncio.create_task(scrape()) for _ in range(2)]
+            await eventually(lambda: gate.active == 2, within=5.0)
+            status, retry_after, _ = await scrape()  # the third, while two are in flight
+            release.set()
+            answers = await asyncio.gather(*admitted)
+            again = await scrape()  # the slots are free again
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert status == 503 and retry_after is not None and int(retry_after) >= 1
+    assert answers == [(200, None, "exposition\n")] * 2
+    assert again == (200, None, "exposition\n")
+    assert gate.active == 0

@@ -13,6 +13,12 @@ from t3probe.recorder import Recorder
 from t3probe.reload import ReloadResult
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
+# Scrapers answered at once (Prometheus HA pairs, a dashboard, a human): more are refused
+# with 503 at once. Each answer carries the whole exposition (megabytes at hundreds of
+# legs), and sending fifty of them at once is work enough to delay the legs' heartbeats
+# into false drops (docs/benchmarks.md, "Hardening").
+MAX_CONCURRENT_SCRAPES = 4
+SCRAPE_RETRY_AFTER_SECONDS = 1
 # One /events answer carries at most this many events; the rest are paged with after_id=.
 EVENTS_PAGE_MAX = 1000
 
@@ -41,19 +47,56 @@ class SharedRender:
             future.exception()  # retrieved: a failed render is reported to its awaiters
 
 
+class ScrapeGate:
+    """Admits at most ``limit`` scrapes at a time; the rest are turned away at once.
+
+    Refusing is cheaper than queueing: a queued scraper still holds a connection and
+    its answer would be stale by the time it is sent, while a refused one retries.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.active = 0
+
+    def try_enter(self) -> bool:
+        if self.active >= self._limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 def make_app(
     recorder: Recorder,
     registry_exposition: Callable[[], bytes],
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
+    scrape_gate: ScrapeGate | None = None,
 ) -> web.Application:
     shared_render = SharedRender(registry_exposition)
+    gate = scrape_gate if scrape_gate is not None else ScrapeGate(MAX_CONCURRENT_SCRAPES)
 
-    async def metrics(request: web.Request) -> web.Response:
-        # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
-        body = await shared_render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        if not gate.try_enter():
+            return web.Response(
+                status=503,
+                text="too many concurrent scrapes; retry\n",
+                headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
+            )
+        try:
+            # Rendering thousands of series takes a while: keep the probe's loop free
+            # meanwhile.
+            body = await shared_render()
+            response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+            # Sent here, not after returning, so the slot is held until the body is out.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            gate.leave()
 
     async def healthz(request: web.Request) -> web.Response:
         # Liveness is about the probe's own loop only: legs being down is the probe
