@@ -20,7 +20,11 @@ GAUGES = {
     "t3probe_config_last_reload_success_timestamp_seconds",
     "t3probe_doh_server_up",
 }
-COUNTERS = {"t3probe_disconnects_total", "t3probe_dns_failures_total"}
+COUNTERS = {
+    "t3probe_disconnects_total",
+    "t3probe_reconnect_failures_total",
+    "t3probe_dns_failures_total",
+}
 HISTOGRAMS = {
     "t3probe_rtt_seconds",
     "t3probe_connection_age_seconds",

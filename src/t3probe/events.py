@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from t3probe.reasons import Reason
 EventKind = Literal["up", "down", "reconnect_failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LegEvent:
     leg: str
     kind: EventKind
@@ -54,6 +55,9 @@ class EventLog:
 
     def __init__(self, capacity: int) -> None:
         self._slots: list[LegEvent | None] = [None] * capacity
+        # Each event's JSON, made once when it is recorded: the stdout line, and what a
+        # page of /events is joined from, so serving a page costs no encoding.
+        self._lines: list[str] = [""] * capacity
         # Per slot, the latest (rounded) "at" up to that event: sorted even when the wall
         # clock steps back, so since= can bisect and, at worst, returns an event twice.
         self._marks: list[float] = [0.0] * capacity
@@ -67,6 +71,7 @@ class EventLog:
         slot = event.id % len(self._slots)
         self._latest_at = max(self._latest_at, round(event.at, 3))
         self._slots[slot] = event
+        self._lines[slot] = json.dumps(event.to_json(), separators=(",", ":"))
         self._marks[slot] = self._latest_at
         self._next_id += 1
         self._oldest_id = max(self._oldest_id, self._next_id - len(self._slots))
@@ -106,6 +111,18 @@ class EventLog:
 
     def newest(self, limit: int) -> list[LegEvent]:
         return self._range(max(self._oldest_id, self._next_id - limit), self._next_id)
+
+    def line_of(self, event: LegEvent) -> str:
+        """The JSON of a buffered event (as recorded, one line)."""
+        slot = event.id % len(self._slots)
+        if self._slots[slot] is not event:
+            return json.dumps(event.to_json(), separators=(",", ":"))  # no longer buffered
+        return self._lines[slot]
+
+    def page_body(self, events: list[LegEvent], more: bool) -> bytes:
+        """The ``/events`` answer for a page just taken from this buffer."""
+        joined = ",".join(self.line_of(event) for event in events)
+        return f'{{"events":[{joined}],"more":{"true" if more else "false"}}}'.encode()
 
     def _first_after(self, since: float) -> int:
         # Clients echo back the millisecond-rounded "at" they were given.

@@ -76,9 +76,12 @@ class Recorder:
         self._listeners.append(listener)
 
     def _emit(self, payload: dict[str, Any]) -> None:
+        self._emit_text(json.dumps(payload, separators=(",", ":")))
+
+    def _emit_text(self, line: str) -> None:
         # Called from inside legs: a failing sink must never look like a network fault.
         try:
-            self._emit_line(json.dumps(payload, separators=(",", ":")))
+            self._emit_line(line)
         except Exception:
             if not self._emit_failed:
                 log.exception("writing an event line failed; events stay on /events")
@@ -87,7 +90,7 @@ class Recorder:
     def _publish(self, event: LegEvent) -> None:
         # One gate for every detail: exception texts quote URLs with their secrets.
         event = self.events.append(dataclasses.replace(event, detail=redact_text(event.detail)))
-        self._emit(event.to_json())
+        self._emit_text(self.events.line_of(event))
         for listener in self._listeners:
             try:
                 listener(event)

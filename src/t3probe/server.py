@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -134,9 +133,8 @@ def make_app(
         else:
             # "What happened lately": the newest page.
             page, more = log.newest(limit), False
-        payload = {"events": [e.to_json() for e in page], "more": more}
-        body = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
-        return web.Response(body=body.encode(), content_type="application/json")
+        # Joined from each event's JSON, made when it was recorded: no encoding here.
+        return web.Response(body=log.page_body(page, more), content_type="application/json")
 
     async def verdict(request: web.Request) -> web.Response:
         return web.json_response(recorder.verdict_json())
