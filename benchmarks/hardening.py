@@ -362,13 +362,14 @@ async def run(options: HardeningOptions, workdir: Path) -> dict[str, Any]:
         metrics = await metrics_storm(options, workdir)
         _print_metrics(metrics)
     costs = [page_costs(buffer) for buffer in options.event_levels]
-    _print_costs(costs)
     levels = []
     for buffer in options.event_levels:
         level = await events_level(buffer, options, workdir)
         levels.append(level)
         print(f"  /events, buffer {buffer}: done", flush=True)
-    _print_events(levels, options)
+    if levels:
+        _print_costs(costs)
+        _print_events(levels, options)
     return {
         "options": asdict(options),
         "metrics_storm": metrics,
