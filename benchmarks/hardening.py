@@ -188,7 +188,11 @@ async def measure(
         health = HealthPoller(probe.port)
         watch.start()
         health.start()
-        clients_result = await run_storm(url, clients, seconds, pages)
+        if clients:
+            clients_result = await run_storm(url, clients, seconds, pages)
+        else:  # the quiet baseline: the same window without a storm
+            await asyncio.sleep(seconds)
+            clients_result = {}
         healthz = await health.stop()
         resources = await watch.finish()
         last = parse_samples(await _scrape(probe, session))

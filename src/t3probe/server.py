@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -18,32 +19,50 @@ LIVENESS_TOLERANCE_SECONDS = 5.0
 # into false drops (docs/benchmarks.md, "Hardening").
 MAX_CONCURRENT_SCRAPES = 4
 SCRAPE_RETRY_AFTER_SECONDS = 1
+# How long one /metrics render serves scrapers: at most this stale, at most this often.
+RENDER_MAX_AGE_SECONDS = 1.0
 # One /events answer carries at most this many events; the rest are paged with after_id=.
 EVENTS_PAGE_MAX = 1000
 
 
 class SharedRender:
-    """One exposition render at a time, shared by every scraper that asks meanwhile.
+    """One exposition render at a time, shared by every scraper that asks meanwhile, and
+    reused for ``max_age`` seconds after it.
 
     Fifty concurrent scrapers would otherwise render fifty times in fifty threads, each
-    holding the interpreter, and starve the probe's own loop into false drops.
+    holding the interpreter, and starve the probe's own loop into false drops; scrapers
+    coming back at once would keep a thread rendering without pause. A body at most
+    ``max_age`` old is as good to a scraper that polls every few seconds.
     """
 
-    def __init__(self, render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        max_age: float = RENDER_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._render = render
+        self._max_age = max_age
+        self._clock = clock
         self._inflight: asyncio.Future[bytes] | None = None
+        self._last: tuple[float, bytes] | None = None
 
     async def __call__(self) -> bytes:
+        if self._last is not None and self._clock() - self._last[0] < self._max_age:
+            return self._last[1]
         if self._inflight is None:
             loop = asyncio.get_running_loop()
+            started = self._clock()
             self._inflight = loop.run_in_executor(None, self._render)
-            self._inflight.add_done_callback(self._finished)
+            self._inflight.add_done_callback(lambda done: self._finished(done, started))
         return await asyncio.shield(self._inflight)
 
-    def _finished(self, future: asyncio.Future[bytes]) -> None:
+    def _finished(self, future: asyncio.Future[bytes], started: float) -> None:
         self._inflight = None
-        if not future.cancelled():
-            future.exception()  # retrieved: a failed render is reported to its awaiters
+        if future.cancelled():
+            return
+        if future.exception() is None:  # retrieved: a failed render is its awaiters' error
+            self._last = (started, future.result())
 
 
 class ScrapeGate:
