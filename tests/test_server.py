@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -140,6 +141,14 @@ def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
     assert [event.id for event in log.since()] == [5, 6]
     assert [event.at for event in log.since(100.0 + 4)] == [200.0]
     assert log.after(6, limit=10) == ([], False)
+    # Each page is joined from the events' recorded JSON, which must follow them.
+    log.resize(5)
+    log.append(LegEvent("b", "down", None, 300.0, detail="after the resizes"))
+    page, more = log.after(0, limit=10)
+    body = json.loads(log.page_body(page, more))
+    assert [event["id"] for event in body["events"]] == [5, 6, 7]
+    assert body["events"] == [event.to_json() for event in page]
+    assert body["more"] is False
 
 
 async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None:

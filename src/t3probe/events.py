@@ -82,14 +82,17 @@ class EventLog:
         if capacity == len(self._slots):
             return
         start = max(self._oldest_id, self._next_id - capacity)
+        old = len(self._slots)
         kept = [
-            (i, self._slots[i % len(self._slots)], self._mark(i))
+            (i, self._slots[i % old], self._lines[i % old], self._marks[i % old])
             for i in range(start, self._next_id)
         ]
         self._slots = [None] * capacity
+        self._lines = [""] * capacity
         self._marks = [0.0] * capacity
-        for event_id, event, mark in kept:
+        for event_id, event, line, mark in kept:
             self._slots[event_id % capacity] = event
+            self._lines[event_id % capacity] = line
             self._marks[event_id % capacity] = mark
         self._oldest_id = start
 
