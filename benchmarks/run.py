@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import detection, dohclient, footprint, rtt, scale, startup
+from benchmarks import detection, dohclient, footprint, hardening, rtt, scale, startup
 from benchmarks.common import RESULTS_DIR, raise_fd_limit, write_result
 from t3probe import netguard
 
@@ -77,6 +77,13 @@ BENCHMARKS: dict[str, Benchmark] = {
             dohclient.FULL,
             dohclient.QUICK,
             dohclient.run,
+        ),
+        Benchmark(
+            "hardening",
+            "/metrics and /events storms on a probe whose legs heartbeat: false drops, lag",
+            hardening.FULL,
+            hardening.QUICK,
+            hardening.run,
         ),
     )
 }

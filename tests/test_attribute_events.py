@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from t3probe.attribute.cli import run_attribute
+from t3probe.attribute.model import Window
+from t3probe.attribute.sources import from_events
 from t3probe.attribute.verdict import CLEAN_SENTENCE, NO_DATA_SENTENCE
+from t3probe.events import LegEvent
 from tests.support.attribute import (
     PATH_REASONS,
     Topology,
@@ -22,7 +25,7 @@ from tests.support.attribute import (
     namespace,
 )
 from tests.support.env import TIME_UNIT
-from tests.support.harness import Peer, free_port
+from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
 
 
 async def test_events_source_answers_clean_fault_and_no_data(topology: Topology) -> None:
@@ -115,3 +118,22 @@ async def test_bad_input_exits_2_before_asking_anything(
     code, out, err = await invoke(namespace(**values))
     assert code == 2 and out == ""
     assert message in err, err
+
+
+async def test_events_source_gets_every_event_sharing_a_millisecond(peer: Peer) -> None:
+    config = probe_config(
+        [leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")], event_buffer_size=5000
+    )
+    async with running_probe(config) as probe:
+        await probe.wait_for("ws", "up")
+        log = probe.probe.recorder.events
+        burst = time.time()  # more drops in one millisecond than a page holds
+        for index in range(1500):
+            log.append(LegEvent("burst", "down", None, burst, detail=f"#{index}"))
+        for index in range(10):
+            log.append(LegEvent("later", "down", None, burst + 1 + index))
+        window = Window(at=burst, start=burst - 5, end=burst + 20, requested_end=burst + 20)
+        found = await from_events(f"http://127.0.0.1:{probe.probe.port}", window, time.time())
+    legs = {evidence.name: evidence for evidence in found.legs}
+    assert len({drop.detail for drop in legs["burst"].drops}) == 1500
+    assert len(legs["later"].drops) == 10

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import detection, dohclient, footprint, rtt, scale, startup
+from benchmarks import detection, dohclient, footprint, hardening, rtt, scale, startup
 from benchmarks.blackbox import blackbox_binary
 from benchmarks.common import histogram_quantile, summary
 from benchmarks.run import BENCHMARKS, main, run_one
@@ -121,6 +121,30 @@ def test_scale_reports_each_level(tmp_path: Path) -> None:
             assert _finite(level[key]), (key, level)
         assert _finite(level["probe"]["cpu_percent_of_one_core"])
         assert level["exit_code"] == 0
+
+
+def test_hardening_reports_both_storms(tmp_path: Path) -> None:
+    options = hardening.HardeningOptions(
+        metrics_legs=5,
+        scrapers=6,
+        metrics_seconds=1.5,
+        event_levels=(200,),
+        flappers=10,
+        event_clients=2,
+        events_seconds=1.5,
+        warmup_seconds=0.5,
+    )
+    result = _run("hardening", options, tmp_path)
+    storms = [result["metrics_storm"], *result["events_storm"]]
+    assert [level["event_buffer_size"] for level in result["events_storm"]] == [200]
+    for storm in storms:
+        assert "error" not in storm, storm
+        assert isinstance(storm["false_drops"], int)
+        assert _finite(storm["loop_lag_p99_seconds"]), storm
+        assert sum(storm["healthz"]["statuses"].values()) >= 1
+        assert storm["clients"]["requests"] >= 1
+        _summary_ok(storm["clients"]["latency_seconds"])
+        assert storm["exit_code"] == 0
 
 
 def test_startup_reports_both_processes(tmp_path: Path) -> None:

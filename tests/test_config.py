@@ -131,6 +131,37 @@ INVALID: list[tuple[str, Any, str]] = [
         },
         "legs[0].resolver.server_backoff_seconds: Input should be greater than or equal to 0",
     ),
+    (
+        "doh ttl cap above a day",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "max_ttl_seconds": 86401,
+                    }
+                )
+            ]
+        },
+        "legs[0].resolver.max_ttl_seconds: Input should be less than or equal to 86400",
+    ),
+    (
+        "doh ttl cap below the floor",
+        {
+            "legs": [
+                _leg(
+                    resolver={
+                        "kind": "doh",
+                        "servers": ["https://127.0.0.1/q"],
+                        "min_ttl_seconds": 60,
+                        "max_ttl_seconds": 30,
+                    }
+                )
+            ]
+        },
+        "legs[0].resolver: min_ttl_seconds (60) must not exceed max_ttl_seconds (30)",
+    ),
     ("bad leg name", {"legs": [_leg(name="Bad Name")]}, "legs[0].name: String should match"),
     ("bad segment name", {"legs": [_leg(segments=["cf-edge"])]}, "legs[0].segments[0]"),
     ("relative url", {"legs": [_leg(url="/probe/ws")]}, "is not an absolute URL"),
@@ -392,3 +423,18 @@ def test_lab_timings_copied_into_a_config_load_with_a_scaled_stall_threshold(
     )
     assert 0 < config.effective_probe_stall < config.watchdog_seconds
     assert config.effective_probe_stall == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"name": "a", "name": "b", "kind": "websocket", "url": "ws://127.0.0.1/"}]',
+        '[{"name": "a", "kind": "websocket", "url": "ws://127.0.0.1/",'
+        ' "resolver": {"kind": "pinned", "kind": "system"}}]',
+    ],
+    ids=["leg key", "nested key"],
+)
+def test_a_key_given_twice_in_environment_json_is_refused(text: str) -> None:
+    # JSON, like YAML, would keep the last value silently.
+    with pytest.raises(ConfigError, match=r"T3PROBE_LEGS: key '(name|kind)' given twice"):
+        load_config(None, {"T3PROBE_LEGS": text})

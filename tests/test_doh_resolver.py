@@ -91,6 +91,38 @@ async def test_short_ttl_is_raised_to_the_minimum(
     assert servers[0].queries_received == 1
 
 
+async def test_long_ttl_is_capped(
+    servers: list[DohServer], make_resolver: MakeResolver, clock: FakeClock
+) -> None:
+    servers[0].ttl = 2**31 - 1  # 68 years, as a hostile or broken server may say
+    resolver = make_resolver(_urls(servers), max_ttl_seconds=3600.0)
+    await resolver.resolve(HOST)
+    clock.advance(3599)
+    await resolver.resolve(HOST)
+    assert servers[0].queries_received == 1
+    clock.advance(2)
+    await resolver.resolve(HOST)
+    assert servers[0].queries_received == 2
+
+
+async def test_the_configured_ttl_cap_reaches_the_resolver(
+    servers: list[DohServer], pki: Pki, clock: FakeClock
+) -> None:
+    assert DohResolverConfig(kind="doh", servers=[servers[0].url]).max_ttl_seconds == 3600.0
+    servers[0].ttl = 2**31 - 1
+    config = DohResolverConfig(
+        kind="doh", servers=[servers[0].url], ca_file=pki.ca_cert, max_ttl_seconds=120.0
+    )
+    resolver = DohResolver.from_config(config, Sink(), clock)
+    try:
+        await resolver.resolve(HOST)
+        clock.advance(121)
+        await resolver.resolve(HOST)
+    finally:
+        await resolver.close()
+    assert servers[0].queries_received == 2
+
+
 async def test_served_stale_while_every_server_is_down(
     servers: list[DohServer], make_resolver: MakeResolver, clock: FakeClock, sink: Sink
 ) -> None:

@@ -10,7 +10,11 @@ stay bounded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -26,6 +30,7 @@ from tests.support.env import TIME_UNIT
 from tests.support.harness import (
     Peer,
     RunningProbe,
+    eventually,
     leg,
     probe_config,
     raw_tcp_server,
@@ -123,6 +128,58 @@ async def test_huge_body_is_read_bounded_and_the_process_counts_as_alive(
             assert not [e for e in probe.events if e.kind == "down"]
             assert (probe.metric("t3probe_rtt_seconds_count", leg="t3serve") or 0) >= 3
             assert rss() <= before + RSS_MARGIN_BYTES, (before, rss())
+
+
+# --- WebSocket peers ---------------------------------------------------------------------
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# A server ping with the largest payload a control frame may carry: each asks for a pong.
+PING = b"\x89\x7d" + b"p" * 125
+
+
+async def flood_pings_never_read(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Accepts the upgrade, then only sends pings: the pongs they ask for are never read."""
+    # A small window: the probe's own buffers fill after a few pongs, however slow it runs.
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = await reader.readuntil(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    while True:
+        writer.write(PING * 512)  # megabytes of pongs within a watchdog
+        await writer.drain()
+
+
+def downs(probe: RunningProbe, name: str) -> int:
+    return sum(1 for event in probe.events if event.leg == name and event.kind == "down")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_ping_flood_never_read_leaks_no_socket_across_reconnects() -> None:
+    async with raw_tcp_server(flood_pings_never_read) as port:
+        config = probe_config([leg("flood", f"ws://127.0.0.1:{port}/probe/ws")])
+        async with running_probe(config) as probe:
+            await probe.wait_for("flood", "down", timeout=DETECTION_DEADLINE + 2.0)
+            before = open_fds()
+            # Each session is a socket whose pongs the peer never read; each ends a drop.
+            await eventually(lambda: downs(probe, "flood") >= 7, within=10 * DETECTION_DEADLINE)
+            # The upgrades succeeded: each session was flooded, not refused at the door.
+            assert sum(1 for event in probe.events if event.kind == "up") >= 7
+            # Only the session in progress may hold sockets (the probe's and the peer's).
+            assert open_fds() <= before + 2, (before, open_fds())
+            assert_closed_set(probe)
 
 
 # --- DoH servers -------------------------------------------------------------------------

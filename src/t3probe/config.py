@@ -93,6 +93,9 @@ class DohResolverConfig(_Strict):
     ca_file: Path | None = None
     max_stale_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 86400.0
     min_ttl_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    # A hostile or broken server's TTL of 2^31-1 would pin an answer for 68 years;
+    # resolvers cap it the same way (unbound's cache-max-ttl, BIND's max-cache-ttl).
+    max_ttl_seconds: Annotated[float, Field(gt=0, le=86400)] = 3600.0
     # A server that failed is skipped for this long (doubling with each failure in a
     # row, up to 8x), so a dead first server does not cost its timeout at every refresh.
     server_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
@@ -105,6 +108,15 @@ class DohResolverConfig(_Strict):
             if parts.scheme != "https" or not parts.hostname:
                 raise ValueError(f"DoH server {server!r} must be an https:// URL")
         return servers
+
+    @model_validator(mode="after")
+    def _ttl_bounds(self) -> DohResolverConfig:
+        if self.min_ttl_seconds > self.max_ttl_seconds:
+            raise ValueError(
+                f"min_ttl_seconds ({self.min_ttl_seconds:g}) must not exceed"
+                f" max_ttl_seconds ({self.max_ttl_seconds:g})"
+            )
+        return self
 
 
 ResolverConfig = Annotated[

@@ -25,6 +25,7 @@ from t3probe.config import (
     ProbeConfig,
     build_config,
 )
+from t3probe.redact import redact_text
 
 MAX_CONFIG_BYTES = 1 << 20
 ENV_PREFIX = "T3PROBE_"
@@ -34,7 +35,14 @@ _KEYS_BY_LEG_KIND = {kind: set(cls.model_fields) for kind, cls in LEG_CONFIGS.it
 
 
 class ConfigError(Exception):
-    """The config cannot be used; the message names the offending field or value."""
+    """The config cannot be used; the message names the offending field or value.
+
+    Messages quote values, and a URL may carry credentials: they are redacted here, once
+    for check-config, the start-up error, reload's log and the ``POST /-/reload`` answer.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
@@ -108,7 +116,9 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         text = environ[name]
         if _takes_json(field.annotation):
             try:
-                overrides[key] = json.loads(text)
+                overrides[key] = json.loads(text, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as err:
+                raise ConfigError(f"{name}: {err}") from err
             except (ValueError, RecursionError) as err:
                 raise ConfigError(f"{name}: {key} must be JSON: {err}") from err
         else:
@@ -133,6 +143,16 @@ def _override_names(environ: Mapping[str, str]) -> list[str]:
 
 class _DuplicateKey(Exception):
     pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that refuses a key given twice (json would keep the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"key {key!r} given twice")
+        seen[key] = value
+    return seen
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

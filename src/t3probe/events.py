@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import collections
+import bisect
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,7 +16,7 @@ from t3probe.reasons import Reason
 EventKind = Literal["up", "down", "reconnect_failed", "degraded", "recovered"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LegEvent:
     leg: str
     kind: EventKind
@@ -24,9 +26,12 @@ class LegEvent:
     last_rtt_seconds: float | None = None
     detail: str = ""
     close_code: int | None = None
+    # Given by the EventLog: 1, 2, 3... in the order events happened, within one process.
+    id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "leg": self.leg,
             "kind": self.kind,
             "reason": None if self.reason is None else str(self.reason),
@@ -41,24 +46,101 @@ class LegEvent:
 
 
 class EventLog:
-    """Newest-last ring buffer: memory stays bounded however often legs flap."""
+    """Newest-last ring buffer: memory stays bounded however often legs flap.
+
+    Every event gets the next id, so a reader can page by id without losing events that
+    share a millisecond (a thousand legs dropping together). Event ``id`` sits at slot
+    ``id % capacity``: a page is found by arithmetic (or a bisection for ``since=``) and
+    costs the page's length, never a walk over the whole buffer on the event loop.
+    """
 
     def __init__(self, capacity: int) -> None:
-        self._events: collections.deque[LegEvent] = collections.deque(maxlen=capacity)
+        self._slots: list[LegEvent | None] = [None] * capacity
+        # Each event's JSON, made once when it is recorded: the stdout line, and what a
+        # page of /events is joined from, so serving a page costs no encoding.
+        self._lines: list[str] = [""] * capacity
+        # Per slot, the latest (rounded) "at" up to that event: sorted even when the wall
+        # clock steps back, so since= can bisect and, at worst, returns an event twice.
+        self._marks: list[float] = [0.0] * capacity
+        self._next_id = 1
+        self._oldest_id = 1
+        self._latest_at = float("-inf")
 
-    def append(self, event: LegEvent) -> None:
-        self._events.append(event)
+    def append(self, event: LegEvent) -> LegEvent:
+        """Store ``event`` under the next id; returns it with that id."""
+        event = dataclasses.replace(event, id=self._next_id)
+        slot = event.id % len(self._slots)
+        self._latest_at = max(self._latest_at, round(event.at, 3))
+        self._slots[slot] = event
+        self._lines[slot] = json.dumps(event.to_json(), separators=(",", ":"))
+        self._marks[slot] = self._latest_at
+        self._next_id += 1
+        self._oldest_id = max(self._oldest_id, self._next_id - len(self._slots))
+        return event
 
     def resize(self, capacity: int) -> None:
         """Keep the newest ``capacity`` events (a reload may change the buffer size)."""
-        if capacity != self._events.maxlen:
-            self._events = collections.deque(self._events, maxlen=capacity)
+        if capacity == len(self._slots):
+            return
+        start = max(self._oldest_id, self._next_id - capacity)
+        old = len(self._slots)
+        kept = [
+            (i, self._slots[i % old], self._lines[i % old], self._marks[i % old])
+            for i in range(start, self._next_id)
+        ]
+        self._slots = [None] * capacity
+        self._lines = [""] * capacity
+        self._marks = [0.0] * capacity
+        for event_id, event, line, mark in kept:
+            self._slots[event_id % capacity] = event
+            self._lines[event_id % capacity] = line
+            self._marks[event_id % capacity] = mark
+        self._oldest_id = start
 
     def since(self, since: float | None = None) -> list[LegEvent]:
+        """Every buffered event, or those after the (millisecond-rounded) time ``since``."""
         if since is None:
-            return list(self._events)
+            return self._range(self._oldest_id, self._next_id)
+        return self._range(self._first_after(since), self._next_id)
+
+    def after(self, after_id: int, limit: int) -> tuple[list[LegEvent], bool]:
+        """The oldest ``limit`` events with an id above ``after_id``, and whether more follow."""
+        start = max(after_id + 1, self._oldest_id)
+        stop = min(start + limit, self._next_id)
+        return self._range(start, stop), stop < self._next_id
+
+    def after_time(self, since: float, limit: int) -> tuple[list[LegEvent], bool]:
+        """Like :meth:`after`, from the first event after the time ``since``."""
+        return self.after(self._first_after(since) - 1, limit)
+
+    def newest(self, limit: int) -> list[LegEvent]:
+        return self._range(max(self._oldest_id, self._next_id - limit), self._next_id)
+
+    def line_of(self, event: LegEvent) -> str:
+        """The JSON of a buffered event (as recorded, one line)."""
+        slot = event.id % len(self._slots)
+        if self._slots[slot] is not event:
+            return json.dumps(event.to_json(), separators=(",", ":"))  # no longer buffered
+        return self._lines[slot]
+
+    def page_body(self, events: list[LegEvent], more: bool) -> bytes:
+        """The ``/events`` answer for a page just taken from this buffer."""
+        joined = ",".join(self.line_of(event) for event in events)
+        return f'{{"events":[{joined}],"more":{"true" if more else "false"}}}'.encode()
+
+    def _first_after(self, since: float) -> int:
         # Clients echo back the millisecond-rounded "at" they were given.
-        return [event for event in self._events if round(event.at, 3) > since]
+        ids = range(self._oldest_id, self._next_id)
+        return self._oldest_id + bisect.bisect_right(ids, since, key=self._mark)
+
+    def _mark(self, event_id: int) -> float:
+        return self._marks[event_id % len(self._marks)]
+
+    def _range(self, start: int, stop: int) -> list[LegEvent]:
+        capacity = len(self._slots)
+        return [
+            event for i in range(start, stop) if (event := self._slots[i % capacity]) is not None
+        ]
 
     def __len__(self) -> int:
-        return len(self._events)
+        return self._next_id - self._oldest_id

@@ -23,12 +23,18 @@ from t3probe.config import (
     ProbeConfig,
 )
 from t3probe.reasons import CONNECT_PHASES, DnsFailure, Reason
+from t3probe.redact import redact_url
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 7 * 86400.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 VERDICTS = tuple(verdict.value for verdict in VerdictName)
 DNS_FAILURE_REASONS = tuple(reason.value for reason in DnsFailure)
+
+
+def server_label(server: str) -> str:
+    """A DoH server URL as a label value: scraped, stored and shown, so no credentials."""
+    return redact_url(server)
 
 
 class ProbeMetrics:
@@ -178,7 +184,7 @@ class ProbeMetrics:
         if isinstance(leg.resolver, DohResolverConfig):
             self._doh_servers[leg.name] = tuple(leg.resolver.servers)
             for server in leg.resolver.servers:
-                self.doh_server_up.labels(leg=leg.name, server=server).set(1)
+                self.set_doh_server_up(leg.name, server, up=True)
 
     def remove_leg(self, name: str) -> None:
         """Drop every series of a leg: a removed leg must not linger as a stale zero."""
@@ -203,7 +209,10 @@ class ProbeMetrics:
         for dns_reason in DNS_FAILURE_REASONS:
             self.dns_failures.remove(name, dns_reason)
         for server in self._doh_servers.pop(name, ()):
-            self.doh_server_up.remove(name, server)
+            self.doh_server_up.remove(name, server_label(server))
+
+    def set_doh_server_up(self, leg: str, server: str, *, up: bool) -> None:
+        self.doh_server_up.labels(leg=leg, server=server_label(server)).set(1 if up else 0)
 
     def add_segment(self, segment: str) -> None:
         self.segment_suspected.labels(segment=segment).set(0)

@@ -88,9 +88,12 @@ class Recorder:
         self._listeners.append(listener)
 
     def _emit(self, payload: dict[str, Any]) -> None:
+        self._emit_text(json.dumps(payload, separators=(",", ":")))
+
+    def _emit_text(self, line: str) -> None:
         # Called from inside legs: a failing sink must never look like a network fault.
         try:
-            self._emit_line(json.dumps(payload, separators=(",", ":")))
+            self._emit_line(line)
         except Exception:
             if not self._emit_failed:
                 log.exception("writing an event line failed; events stay on /events")
@@ -98,9 +101,8 @@ class Recorder:
 
     def _publish(self, event: LegEvent) -> None:
         # One gate for every detail: exception texts quote URLs with their secrets.
-        event = dataclasses.replace(event, detail=redact_text(event.detail))
-        self.events.append(event)
-        self._emit(event.to_json())
+        event = self.events.append(dataclasses.replace(event, detail=redact_text(event.detail)))
+        self._emit_text(self.events.line_of(event))
         for listener in self._listeners:
             try:
                 listener(event)
@@ -224,7 +226,7 @@ class Recorder:
     def doh_server_state(self, leg: str, server: str, up: bool) -> None:
         if leg not in self._legs:
             return  # a late report from a leg a reload removed must not revive its series
-        self._metrics.doh_server_up.labels(leg=leg, server=server).set(1 if up else 0)
+        self._metrics.set_doh_server_up(leg, server, up=up)
 
     def baselines_learnt(self) -> bool:
         """Whether every leg can be judged slow yet (has a baseline or a fixed threshold)."""

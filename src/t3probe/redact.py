@@ -7,6 +7,7 @@ exception texts from the HTTP client quote the URL. Pure: text in, text out.
 from __future__ import annotations
 
 import re
+import traceback
 from urllib.parse import SplitResult, urlsplit
 
 REDACTED = "REDACTED"
@@ -33,3 +34,11 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """Every URL inside ``text`` redacted; the rest untouched."""
     return _URL.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def redact_exception(exc: BaseException) -> str:
+    """The traceback of ``exc`` (with its causes), every URL in it redacted.
+
+    For logging instead of ``log.exception``, whose text would quote URLs as they are.
+    """
+    return redact_text("".join(traceback.format_exception(exc)).rstrip())

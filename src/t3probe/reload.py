@@ -16,6 +16,7 @@ from t3probe.clock import Clock
 from t3probe.config import ProbeConfig
 from t3probe.config_file import ConfigError
 from t3probe.metrics import ProbeMetrics
+from t3probe.redact import redact_exception, redact_text
 from t3probe.reloadplan import ReloadPlan, ReloadRefused
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class Reloader:
                 plan = await self._apply(config)
             except (ConfigError, ReloadRefused) as err:
                 return self._failed(str(err))
-            except Exception as err:
-                log.exception("config reload failed unexpectedly")
+            except Exception as err:  # noqa: BLE001 - logged, redacted, below
+                log.error("config reload failed unexpectedly\n%s", redact_exception(err))
                 return self._failed(f"{type(err).__name__}: {err}")
             self._metrics.reload_successful.set(1)
             self._metrics.reload_success_time.set(self._clock.wall())
@@ -59,6 +60,9 @@ class Reloader:
             return ReloadResult(True, message)
 
     def _failed(self, message: str) -> ReloadResult:
+        # Exception texts quote URLs, with any credentials they carry; this message is
+        # both logged and the answer to POST /-/reload.
+        message = redact_text(message)
         self._metrics.reload_successful.set(0)
         log.error("config reload rejected, the running config stays: %s", message)
         return ReloadResult(False, message)

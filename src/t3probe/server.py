@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -13,7 +13,15 @@ from t3probe.recorder import Recorder
 from t3probe.reload import ReloadResult
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
-# One /events answer carries at most this many events; older ones are paged with since=.
+# Scrapers answered at once (Prometheus HA pairs, a dashboard, a human): more are refused
+# with 503 at once. Each answer carries the whole exposition (megabytes at hundreds of
+# legs), and sending fifty of them at once is work enough to delay the legs' heartbeats
+# into false drops (docs/benchmarks.md, "Hardening").
+MAX_CONCURRENT_SCRAPES = 4
+SCRAPE_RETRY_AFTER_SECONDS = 1
+# How long one /metrics render serves scrapers: at most this stale, at most this often.
+RENDER_MAX_AGE_SECONDS = 1.0
+# One /events answer carries at most this many events; the rest are paged with after_id=.
 EVENTS_PAGE_MAX = 1000
 # What a browser pointed at the probe's port sees first: where everything is.
 INDEX_HTML = """<!doctype html>
@@ -32,27 +40,64 @@ INDEX_HTML = """<!doctype html>
 
 
 class SharedRender:
-    """One exposition render at a time, shared by every scraper that asks meanwhile.
+    """One exposition render at a time, shared by every scraper that asks meanwhile, and
+    reused for ``max_age`` seconds after it.
 
     Fifty concurrent scrapers would otherwise render fifty times in fifty threads, each
-    holding the interpreter, and starve the probe's own loop into false drops.
+    holding the interpreter, and starve the probe's own loop into false drops; scrapers
+    coming back at once would keep a thread rendering without pause. A body at most
+    ``max_age`` old is as good to a scraper that polls every few seconds.
     """
 
-    def __init__(self, render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        max_age: float = RENDER_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._render = render
+        self._max_age = max_age
+        self._clock = clock
         self._inflight: asyncio.Future[bytes] | None = None
+        self._last: tuple[float, bytes] | None = None
 
     async def __call__(self) -> bytes:
+        if self._last is not None and self._clock() - self._last[0] < self._max_age:
+            return self._last[1]
         if self._inflight is None:
             loop = asyncio.get_running_loop()
+            started = self._clock()
             self._inflight = loop.run_in_executor(None, self._render)
-            self._inflight.add_done_callback(self._finished)
+            self._inflight.add_done_callback(lambda done: self._finished(done, started))
         return await asyncio.shield(self._inflight)
 
-    def _finished(self, future: asyncio.Future[bytes]) -> None:
+    def _finished(self, future: asyncio.Future[bytes], started: float) -> None:
         self._inflight = None
-        if not future.cancelled():
-            future.exception()  # retrieved: a failed render is reported to its awaiters
+        if future.cancelled():
+            return
+        if future.exception() is None:  # retrieved: a failed render is its awaiters' error
+            self._last = (started, future.result())
+
+
+class ScrapeGate:
+    """Admits at most ``limit`` scrapes at a time; the rest are turned away at once.
+
+    Refusing is cheaper than queueing: a queued scraper still holds a connection and
+    its answer would be stale by the time it is sent, while a refused one retries.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.active = 0
+
+    def try_enter(self) -> bool:
+        if self.active >= self._limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 def make_app(
@@ -61,16 +106,32 @@ def make_app(
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
+    scrape_gate: ScrapeGate | None = None,
 ) -> web.Application:
     shared_render = SharedRender(registry_exposition)
+    gate = scrape_gate if scrape_gate is not None else ScrapeGate(MAX_CONCURRENT_SCRAPES)
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=INDEX_HTML, content_type="text/html")
 
-    async def metrics(request: web.Request) -> web.Response:
-        # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
-        body = await shared_render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        if not gate.try_enter():
+            return web.Response(
+                status=503,
+                text="too many concurrent scrapes; retry\n",
+                headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
+            )
+        try:
+            # Rendering thousands of series takes a while: keep the probe's loop free
+            # meanwhile.
+            body = await shared_render()
+            response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+            # Sent here, not after returning, so the slot is held until the body is out.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            gate.leave()
 
     async def healthz(request: web.Request) -> web.Response:
         # Liveness is about the probe's own loop only: legs being down is the probe
@@ -85,32 +146,31 @@ def make_app(
         return web.Response(status=503, text="starting\n")
 
     async def events(request: web.Request) -> web.Response:
-        since_text = request.query.get("since")
-        since: float | None = None
-        if since_text is not None:
-            try:
-                since = float(since_text)
-            except ValueError:
-                return web.json_response(
-                    {"error": f"since={since_text!r} is not a unix timestamp"}, status=400
-                )
-        limit_text = request.query.get("limit", str(EVENTS_PAGE_MAX))
+        query = request.query
+        limit_text = query.get("limit", str(EVENTS_PAGE_MAX))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= EVENTS_PAGE_MAX:
-            return web.json_response(
-                {"error": f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}"},
-                status=400,
-            )
-        selected = recorder.events.since(since)
+            return _bad_request(f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}")
         limit = int(limit_text)
-        if since is None:
-            # "What happened lately": the newest page.
-            page, more = selected[-limit:], False
+        if "since" in query and "after_id" in query:
+            return _bad_request("give since= or after_id=, not both")
+        log = recorder.events
+        if "after_id" in query:
+            # The cursor: ids are unique, so events sharing a millisecond are never lost.
+            after_text = query["after_id"]
+            if not after_text.isdigit() or len(after_text) > 18:
+                return _bad_request(f"after_id={after_text!r} is not an event id (0 or more)")
+            page, more = log.after(int(after_text), limit)
+        elif "since" in query:
+            try:
+                since = float(query["since"])
+            except ValueError:
+                return _bad_request(f"since={query['since']!r} is not a unix timestamp")
+            page, more = log.after_time(since, limit)
         else:
-            # Paging forward: the oldest after since=, then since= the last "at" given.
-            page, more = selected[:limit], len(selected) > limit
-        payload = {"events": [e.to_json() for e in page], "more": more}
-        body = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
-        return web.Response(body=body.encode(), content_type="application/json")
+            # "What happened lately": the newest page.
+            page, more = log.newest(limit), False
+        # Joined from each event's JSON, made when it was recorded: no encoding here.
+        return web.Response(body=log.page_body(page, more), content_type="application/json")
 
     async def verdict(request: web.Request) -> web.Response:
         return web.json_response(recorder.verdict_json())
@@ -132,6 +192,10 @@ def make_app(
     app.router.add_get("/events", events)
     app.router.add_get("/verdict", verdict)
     return app
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
 
 
 def exposition_of(registry: object) -> Callable[[], bytes]:

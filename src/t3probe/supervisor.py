@@ -1,7 +1,7 @@
 """Runs one leg forever: reconnects with capped, jittered backoff and keeps it isolated.
 
 Nothing a leg raises escapes this loop: a bug becomes ``internal_error`` (logged with
-its traceback) and the leg restarts, while other legs and the HTTP server carry on.
+its traceback, URLs redacted) and the leg restarts, while other legs and the HTTP server carry on.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from t3probe.legs.classify import classify
 from t3probe.legs.dialing import localise
 from t3probe.neighbours import Wait
 from t3probe.reasons import NON_PATH_REASONS, Classified, Reason
+from t3probe.redact import redact_exception
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,12 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             failure = Classified(Reason.INTERNAL_ERROR, "leg session returned without failing")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure gets a reason; a bug is logged
             failure = localise(classify(exc, leg.progress.phase), leg.progress, ctx.leg.host)
             if failure.reason is Reason.INTERNAL_ERROR:
-                log.exception("leg %s: internal error; restarting the leg", name)
+                log.error(
+                    "leg %s: internal error; restarting the leg\n%s", name, redact_exception(exc)
+                )
         # Only a stall since the leg last succeeded can have caused this failure.
         lag = ctx.lag.max_lag_within(ctx.clock.monotonic() - leg.progress.evidence_since)
         failure = blame_own_stall(failure, lag, config.effective_probe_stall)
@@ -77,8 +80,8 @@ async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
             backoff.reset()
         try:
             ctx.recorder.leg_down(name, failure, age, attempt_started=leg.progress.evidence_since)
-        except Exception:
-            log.exception("leg %s: recording a drop failed", name)
+        except Exception as exc:  # noqa: BLE001 - logged, redacted, below
+            log.error("leg %s: recording a drop failed\n%s", name, redact_exception(exc))
         # A neighbour that came back while this attempt ran has already been announced:
         # re-dial at once instead of waiting out the backoff on stale evidence.
         await ctx.pause(Wait.REDIAL, backoff.next_delay(), since=leg.progress.evidence_since)

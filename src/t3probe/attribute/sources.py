@@ -118,19 +118,28 @@ async def from_events(
 
 
 async def _all_events(client: aiohttp.ClientSession, url: str) -> Any:
-    """Every buffered event, page by page (a probe answers at most a page at a time)."""
+    """Every buffered event, page by page (a probe answers at most a page at a time).
+
+    Pages follow the events' ids (``after_id=``): paging by time would skip the events
+    sharing the millisecond a page ends on. A probe too old to give ids is paged by time.
+    """
     collected: list[Any] = []
-    since = "0"
+    params = {"since": "0"}  # every probe answers this with its oldest page
     for _ in range(MAX_EVENT_PAGES):
-        page = await _probe_json(client, url, {"since": since}, MAX_EVENTS_BYTES)
+        page = await _probe_json(client, url, params, MAX_EVENTS_BYTES)
         events = page.get("events") if isinstance(page, dict) else None
         if not isinstance(events, list):
             return page  # not a t3probe document: the parser says what is wrong
         collected.extend(events)
-        last = events[-1].get("at") if events and isinstance(events[-1], dict) else None
-        if not page.get("more") or not isinstance(last, int | float):
+        last = events[-1] if events and isinstance(events[-1], dict) else {}
+        if not page.get("more"):
             break
-        since = repr(float(last))
+        if isinstance(last.get("id"), int) and not isinstance(last.get("id"), bool):
+            params = {"after_id": str(last["id"])}
+        elif isinstance(last.get("at"), int | float):
+            params = {"since": repr(float(last["at"]))}
+        else:
+            break
     return {"events": collected}
 
 

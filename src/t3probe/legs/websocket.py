@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import socket
+import struct
+import termios
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -37,9 +41,11 @@ class WebSocketLeg:
     async def run_session(self) -> None:
         self.progress = SessionProgress(evidence_since=self._ctx.clock.monotonic())
         session = open_session(self._ctx, self.progress, self._ssl, keepalive=False)
+        transport: asyncio.BaseTransport | None = None
         try:
             ws = await self._connect(session)
             self._ws = ws
+            transport = _transport_of(ws)
             await self._probe(ws)
         except asyncio.CancelledError:
             if self._ws is not None:
@@ -52,6 +58,10 @@ class WebSocketLeg:
             if self._ws is not None and not self._ws.closed:
                 abort(self._ws)
             self._ws = None
+            if transport is not None:
+                # aiohttp's own close (ours, or its reaction to a close frame or an
+                # error) waits for unsent data to drain: forever, if the peer never reads.
+                discard(transport)
             await session.close()
 
     async def close(self) -> None:
@@ -190,10 +200,54 @@ def abort(ws: aiohttp.ClientWebSocketResponse) -> None:
     """Drop the connection at once, without the closing handshake.
 
     A dead path would make a graceful close wait out its timeout and delay the drop
-    report. aiohttp has no public abort for a client WebSocket, so this is the one place
-    that reaches into its response object.
+    report. aiohttp has no public abort for a client WebSocket, so this and
+    :func:`_transport_of` are the places that reach into its response object.
     """
+    transport = _transport_of(ws)
     ws._response.close()
+    if transport is not None:
+        discard(transport)
+
+
+def _transport_of(ws: aiohttp.ClientWebSocketResponse) -> asyncio.BaseTransport | None:
+    connection = ws._response.connection
+    return None if connection is None else connection.transport
+
+
+def discard(transport: asyncio.BaseTransport) -> None:
+    """Free the connection's socket now, whatever is left unsent.
+
+    A closing transport keeps its socket until its buffer drains, so a peer that floods
+    pings and never reads the pongs would pin one socket (and megabytes of kernel
+    buffers) per session. With data unsent the connection is reset instead: the kernel
+    drops its buffers at once rather than retrying them to a peer that will not read.
+    """
+    unsent = _unsent(transport)
+    if transport.is_closing() and not unsent:
+        return  # already closed, or closing with nothing left to send: it goes by itself
+    if unsent:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    else:
+        transport.close()
+
+
+def _unsent(transport: asyncio.BaseTransport) -> bool:
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:
+        return False
+    try:
+        # Bytes the kernel still holds for the peer (Linux TIOCOUTQ / SIOCOUTQ).
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return False
+    return bool(struct.unpack("i", queued)[0])
 
 
 def _receive_error(ws: aiohttp.ClientWebSocketResponse) -> ProbeFailure:

@@ -55,6 +55,7 @@ _MAX_SERVER_DETAIL = 200
 # that gave one is healthy.
 _DEFINITIVE = frozenset({DnsFailure.NXDOMAIN, DnsFailure.EMPTY})
 DEFAULT_SERVER_BACKOFF_SECONDS = 30.0
+DEFAULT_MAX_TTL_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class DohResolver:
         min_ttl_seconds: float,
         clock: Clock,
         server_backoff_seconds: float = DEFAULT_SERVER_BACKOFF_SECONDS,
+        max_ttl_seconds: float = DEFAULT_MAX_TTL_SECONDS,
         on_server_state: ServerStateSink | None = None,
         client: DohClient | None = None,
     ) -> None:
@@ -91,6 +93,7 @@ class DohResolver:
         self._timeout = timeout
         self._max_stale = max_stale_seconds
         self._min_ttl = min_ttl_seconds
+        self._max_ttl = max_ttl_seconds
         self._clock = clock
         self._health = ServerHealth(
             servers, backoff_seconds=server_backoff_seconds, on_change=on_server_state
@@ -122,6 +125,7 @@ class DohResolver:
             min_ttl_seconds=cfg.min_ttl_seconds,
             clock=clock,
             server_backoff_seconds=cfg.server_backoff_seconds,
+            max_ttl_seconds=cfg.max_ttl_seconds,
             on_server_state=on_server_state,
         )
 
@@ -187,7 +191,9 @@ class DohResolver:
             self._health.answered(server, version)
             now = self._clock.monotonic()
             self._prune(now)
-            self._cache[key] = _Entry(addresses, now + max(ttl, self._min_ttl))
+            # The floor wins if a caller set it above the cap (the config refuses that).
+            held = max(min(ttl, self._max_ttl), self._min_ttl)
+            self._cache[key] = _Entry(addresses, now + held)
             return Resolution(addresses)
         entry = self._cache.get(key)
         if definitive:
