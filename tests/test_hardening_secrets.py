@@ -39,7 +39,7 @@ def with_secrets(url: str, user: str, password: str, token: str) -> str:
 
 
 @pytest.fixture
-async def doh(pki: Pki) -> AsyncIterator[DohServer]:
+async def secret_doh(pki: Pki) -> AsyncIterator[DohServer]:
     server = DohServer({HOST: ["127.0.0.1"]})
     await server.start("127.0.0.1", 0, pki.server_context())
     yield server
@@ -84,13 +84,13 @@ def assert_no_secret(where: str, text: str) -> None:
 async def test_no_secret_in_events_lines_metrics_logs_or_reload_answers(
     peer: Peer,
     pki: Pki,
-    doh: DohServer,
+    secret_doh: DohServer,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="t3probe")
-    doh_url = with_secrets(doh.url, "dohuser", "dohpass", "DOHTOKEN")
+    doh_url = with_secrets(secret_doh.url, "dohuser", "dohpass", "DOHTOKEN")
     bugged_url = with_secrets(
         f"ws://127.0.0.1:{peer.port}/probe/ws", "leguser", "legpass", "LEGTOKEN"
     )
@@ -114,7 +114,7 @@ async def test_no_secret_in_events_lines_metrics_logs_or_reload_answers(
     try:
         # Waiting on what the details quote, not on the reason: a loaded machine may turn
         # any of these into probe_stall, with the same detail.
-        with doh.garbage():
+        with secret_doh.garbage():
             await eventually(lambda: quoted(running, "/dns-query?token=REDACTED"), within=WAIT)
         await eventually(lambda: quoted(running, "/reject?token=REDACTED"), within=WAIT)
         await eventually(lambda: quoted(running, "unexpected state talking to"), within=WAIT)

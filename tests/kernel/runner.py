@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import random
 import re
 import tempfile
 import time
@@ -30,7 +31,7 @@ from tests.kernel.topology import (
     leg_states,
     topology,
 )
-from tests.kernel.truth import VERDICT_REFRESH, WINDOW, Row, may_name
+from tests.kernel.truth import HEARTBEAT, VERDICT_REFRESH, WINDOW, Row, may_name
 
 DEFAULT_PARALLEL = 4
 BASELINE_TIMEOUT = 20.0
@@ -145,7 +146,10 @@ def _drive(row: Row, topo: Topology, unit: float) -> dict[str, Any]:
             slow_before = _slow_rtts(topo)
             fault_at = reference = time.time()
             fault.enter_context(row.fault(topo))
-        time.sleep(max(0.0, reference + row.hold * unit - time.time()))
+        # Heal at a random phase of the heartbeat: recovery must hold whichever leg
+        # happens to come back first.
+        jitter = random.uniform(0.0, HEARTBEAT * unit)
+        time.sleep(max(0.0, reference + row.hold * unit + jitter - time.time()))
         slow_after = _slow_rtts(topo)
         heal_at = time.time()
     healed_at = time.time()

@@ -27,6 +27,8 @@ WATCH_SECONDS = 0.1
 MAX_VIOLATIONS = 5
 MAX_SAMPLES = 1200
 FLAP_SECONDS = 10.0
+# The lab's heartbeat: healing anywhere within one covers every phase.
+HEAL_JITTER_SECONDS = 1.0
 
 Inject = Callable[[LabParts, contextlib.ExitStack], Awaitable[None]]
 Check = Callable[[Recorder], str | None]
@@ -382,6 +384,9 @@ async def run_scenario(scenario: Scenario, parts: LabParts, recorder: Recorder) 
                 )
             outcome = Outcome(scenario.name, "fault", expected, observed, matched, seconds)
             outcomes.append(_judged(outcome, watch.take()))
+            # Heal at a random phase of the legs' heartbeats and backoffs: recovery must
+            # hold whichever leg happens to come back first.
+            await asyncio.sleep(random.uniform(0.0, HEAL_JITTER_SECONDS))
         matched, observed, seconds = await _await_verdict(recorder, "infra_clean", (), None)
         outcome = Outcome(scenario.name, "recovery", "infra_clean", observed, matched, seconds)
         outcomes.append(_judged(outcome, watch.take()))
