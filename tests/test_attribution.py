@@ -382,6 +382,20 @@ TIMED_TABLE: list[
         (),
     ),
     (
+        # Loss on the LB costs one leg's echoes a retransmission now, the other's a
+        # moment ago: the one fast right now is no alibi for the shared segments.
+        "a leg slow within the window is no fast alibi for a neighbour slow now",
+        [
+            _obs("cloudflare", "up", slow_at=NOW - 2),
+            _obs("internal", "up", degraded=True, slow_at=NOW),
+            _obs("t3serve", "up"),
+        ],
+        "degraded",
+        ("traefik", "dispatch"),
+        {"cloudflare": LegStatus.DEGRADED},
+        (),
+    ),
+    (
         "slowness that fast legs contradict everywhere is inconclusive",
         [_obs("cloudflare", "up"), _obs("internal", "up", degraded=True), _obs("t3serve", "up")],
         "inconclusive",

@@ -3,6 +3,8 @@ leaves heartbeats unanswered, below the watchdog (so nothing ever drops)."""
 
 from __future__ import annotations
 
+import time
+
 from tests.support.env import TIME_UNIT
 from tests.support.harness import Peer, RunningProbe, eventually, leg, probe_config, running_probe
 
@@ -37,9 +39,15 @@ async def test_a_slowed_websocket_leg_is_degraded_then_recovered_without_a_drop(
         assert probe.metric("t3probe_segment_degraded", segment="ws_path") == 1
         assert probe.probe.recorder.verdict_json()["legs"]["ws"]["status"] == "degraded"
         peer.echo_delay = 0.0
-        await probe.wait_for("ws", "recovered")
+        recovered = await probe.wait_for("ws", "recovered")
         assert probe.metric("t3probe_leg_degraded", leg="ws") == 0
-        assert probe.probe.recorder.refresh_verdict().verdict == "infra_clean"
+        # Slowness counts for the attribution window after, like a drop does.
+        assert probe.probe.recorder.refresh_verdict().verdict == "degraded"
+        await eventually(
+            lambda: probe.probe.recorder.refresh_verdict().verdict == "infra_clean",
+            within=3 * config.attribution_window_seconds,
+        )
+        assert time.time() - recovered.at >= config.attribution_window_seconds * 0.9
         assert probe.probe.recorder.refresh_verdict().degraded == ()
         assert [e.kind for e in probe.events] == ["up", "degraded", "recovered"]
 

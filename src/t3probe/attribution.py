@@ -94,8 +94,10 @@ class LegObservation:
     last_failure_at: float | None = None
     # While up: when the heartbeat (an echo, a GET) of its latest answer was sent.
     last_success_at: float | None = None
-    # While up: slow against its own baseline, or losing heartbeats (t3probe.degradation).
+    # While up: slow against its own baseline, or losing heartbeats (t3probe.degradation),
+    # and when it was last seen so: slowness counts for the window after, like a drop.
     degraded: bool = False
+    slow_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,10 @@ def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
         return LegStatus.UNMEASURED
     if leg.state == "unknown":
         return LegStatus.UNKNOWN
-    return LegStatus.DEGRADED if leg.degraded else LegStatus.HEALTHY
+    # Intermittent slowness (loss that costs some echoes a retransmission) moves from leg
+    # to leg: a leg slow a moment ago is no fast alibi for a neighbour slow now.
+    recently_slow = leg.slow_at is not None and now - leg.slow_at <= policy.window
+    return LegStatus.DEGRADED if leg.degraded or recently_slow else LegStatus.HEALTHY
 
 
 def _stalled(leg: LegObservation, now: float, policy: Policy) -> bool:

@@ -35,8 +35,10 @@ class LegRecord:
     recent_drops: collections.deque[tuple[float, Reason]] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_DROPS_PER_LEG)
     )
-    # Round trips against the leg's own baseline: up but slow is degraded.
+    # Round trips against the leg's own baseline: up but slow is degraded; and the
+    # monotonic time it was last seen so.
     rtts: RttTracker = field(default_factory=lambda: RttTracker(DegradationPolicy()))
+    last_slow_at: float | None = None
 
     def mark_up(self, wall: float, monotonic: float) -> bool:
         """Record an up report; True when it is a transition."""
@@ -86,4 +88,5 @@ class LegRecord:
             last_failure_at=self.last_failure_at,
             last_success_at=self.last_success_at,
             degraded=self.state == "up" and self.rtts.degraded,
+            slow_at=self.last_slow_at if self.state == "up" else None,
         )

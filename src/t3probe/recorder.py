@@ -189,6 +189,7 @@ class Recorder:
             return
         if record.rtts.observe(seconds):
             self._degradation_changed(record)
+        self._note_slowness(record)
 
     def heartbeats_lost(self, leg: str, count: int) -> None:
         record = self._legs.get(leg)
@@ -197,9 +198,16 @@ class Recorder:
         self._metrics.heartbeats_lost.labels(leg=leg).inc(count)
         if record.rtts.lost(count):
             self._degradation_changed(record)
+        self._note_slowness(record)
+
+    def _note_slowness(self, record: LegRecord) -> None:
+        if record.rtts.degraded:
+            record.last_slow_at = self._clock.monotonic()
 
     def _degradation_changed(self, record: LegRecord) -> None:
         degraded = record.rtts.degraded
+        # Slow until this moment: the window of its memory starts now, either way.
+        record.last_slow_at = self._clock.monotonic()
         self._metrics.leg_degraded.labels(leg=record.name).set(1 if degraded else 0)
         if record.state != "up":
             return
