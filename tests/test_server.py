@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import aiohttp
@@ -15,20 +14,22 @@ from tests.support.harness import free_port, leg, probe_config, running_probe
 
 async def test_concurrent_scrapes_share_one_render() -> None:
     renders = 0
-    lock = threading.Lock()
+    now = 0.0
 
-    def render() -> bytes:
+    async def render() -> bytes:
         nonlocal renders
-        with lock:
-            renders += 1
-        time.sleep(0.2)
-        return b"exposition"
+        renders += 1
+        await asyncio.sleep(0.2)
+        return b"exposition %d" % renders
 
-    shared = SharedRender(render)
+    shared = SharedRender(render, max_age=1.0, monotonic=lambda: now)
     bodies = await asyncio.gather(*(shared() for _ in range(50)))
-    assert bodies == [b"exposition"] * 50
+    assert bodies == [b"exposition 1"] * 50
     assert renders == 1
-    assert await shared() == b"exposition" and renders == 2  # a later scrape renders anew
+    now += 0.5  # a scrape right after reuses the render
+    assert await shared() == b"exposition 1" and renders == 1
+    now += 0.6  # a later scrape renders anew
+    assert await shared() == b"exposition 2" and renders == 2
 
 
 async def test_events_come_in_bounded_pages_that_a_client_can_follow() -> None:

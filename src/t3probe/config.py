@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-MAX_LEGS = 5000
+MAX_LEGS = 10000
 MAX_SEGMENTS_PER_LEG = 16
 PROBE_STALL_SHARE = 0.1
 FLAP_WATCHDOGS = 3.0

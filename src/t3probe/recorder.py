@@ -38,6 +38,8 @@ class Recorder:
         for leg in config.legs:
             self._track(leg)
         self._policy = _policy_of(config)
+        # config.segments walks every leg: once per config, not per refresh.
+        self._segments = tuple(config.segments)
         self._verdict = Verdict(VerdictName.UNKNOWN)
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
@@ -69,7 +71,9 @@ class Recorder:
                 self._metrics.add_segment(segment)
         self._config = config
         self._policy = _policy_of(config)
+        self._segments = tuple(config.segments)
         self.events.resize(config.event_buffer_size)
+        self._verdict_stale = True  # other legs, other segments: a clean verdict may not hold
         self.refresh_verdict()
 
     def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
@@ -186,13 +190,19 @@ class Recorder:
         return [record.observation() for record in self._legs.values()]
 
     def refresh_verdict(self) -> Verdict:
+        # Time passing only ever clears evidence (drops and recoveries age out of their
+        # windows): a verdict with every leg healthy stays so until a leg reports a
+        # change. Recomputing it anyway cost a thousand legs 20-30 ms of loop twice a
+        # second (docs/benchmarks.md).
+        if not self._verdict_stale and self._verdict.verdict is VerdictName.INFRA_CLEAN:
+            return self._verdict
         now = self._clock.wall()
         verdict = compute_verdict(self.observations(), self._clock.monotonic(), self._policy)
         previous = self._verdict
         self._verdict = verdict
         self._verdict_stale = False
         suspects = set(verdict.suspects)
-        for segment in self._config.segments:
+        for segment in self._segments:
             self._metrics.segment_suspected.labels(segment=segment).set(
                 1 if segment in suspects else 0
             )

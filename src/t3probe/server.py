@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
+from t3probe import exposition
 from t3probe.recorder import Recorder
 from t3probe.reload import ReloadResult
 
 LIVENESS_TOLERANCE_SECONDS = 5.0
+# Scrapes this close together get the same exposition: far below any scrape interval.
+RENDER_MAX_AGE_SECONDS = 1.0
 # One /events answer carries at most this many events; older ones are paged with since=.
 EVENTS_PAGE_MAX = 1000
 # What a browser pointed at the probe's port sees first: where everything is.
@@ -32,32 +37,44 @@ INDEX_HTML = """<!doctype html>
 
 
 class SharedRender:
-    """One exposition render at a time, shared by every scraper that asks meanwhile.
+    """One exposition render at a time, shared by every scraper that asks meanwhile, and
+    reused by those that ask within ``max_age`` seconds of it.
 
-    Fifty concurrent scrapers would otherwise render fifty times in fifty threads, each
-    holding the interpreter, and starve the probe's own loop into false drops.
+    Fifty concurrent scrapers (or an HA pair of Prometheus servers scraping together)
+    would otherwise render fifty times, each costing the probe's loop the same work.
     """
 
-    def __init__(self, render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        render: Callable[[], Awaitable[bytes]],
+        max_age: float = RENDER_MAX_AGE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._render = render
+        self._max_age = max_age
+        self._monotonic = monotonic
         self._inflight: asyncio.Future[bytes] | None = None
+        self._last: tuple[float, bytes] | None = None
 
     async def __call__(self) -> bytes:
+        if self._last is not None and self._monotonic() - self._last[0] < self._max_age:
+            return self._last[1]
         if self._inflight is None:
-            loop = asyncio.get_running_loop()
-            self._inflight = loop.run_in_executor(None, self._render)
+            self._inflight = asyncio.ensure_future(self._render())
             self._inflight.add_done_callback(self._finished)
         return await asyncio.shield(self._inflight)
 
     def _finished(self, future: asyncio.Future[bytes]) -> None:
         self._inflight = None
-        if not future.cancelled():
-            future.exception()  # retrieved: a failed render is reported to its awaiters
+        if future.cancelled():
+            return
+        if future.exception() is None:  # retrieved: a failed render reaches its awaiters
+            self._last = (self._monotonic(), future.result())
 
 
 def make_app(
     recorder: Recorder,
-    registry_exposition: Callable[[], bytes],
+    registry_exposition: Callable[[], Awaitable[bytes]],
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
@@ -68,7 +85,7 @@ def make_app(
         return web.Response(text=INDEX_HTML, content_type="text/html")
 
     async def metrics(request: web.Request) -> web.Response:
-        # Rendering thousands of series takes a while: keep the probe's loop free meanwhile.
+        # Rendering thousands of series takes a while: it runs in slices, and is shared.
         body = await shared_render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -134,8 +151,8 @@ def make_app(
     return app
 
 
-def exposition_of(registry: object) -> Callable[[], bytes]:
-    def render() -> bytes:
-        return generate_latest(registry)  # type: ignore[arg-type]
+def exposition_of(registry: Collector) -> Callable[[], Awaitable[bytes]]:
+    async def render() -> bytes:
+        return await exposition.render(registry)
 
     return render
