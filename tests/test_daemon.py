@@ -384,3 +384,17 @@ async def test_every_dial_and_redial_passes_the_dial_gate(peer: Peer) -> None:
         assert gate.passed >= ups >= 6
     finally:
         await probe.stop()
+
+
+async def test_a_probe_that_freezes_gc_moves_its_legs_out_of_the_collector(peer: Peer) -> None:
+    import gc
+
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")])
+    before = gc.get_freeze_count()
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=lambda _: None, freeze_gc=True)
+    await probe.start()
+    try:
+        assert gc.get_freeze_count() > before
+    finally:
+        await probe.stop()
+        gc.unfreeze()  # the test process goes on: give its objects back to the collector

@@ -239,7 +239,7 @@ def _run(config_path: Path | None) -> int:
         print(f"t3probe: invalid config: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
-        probe = Probe(config, config_source=lambda: load_config(config_path))
+        probe = Probe(config, config_source=lambda: load_config(config_path), freeze_gc=True)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(run_until_signalled(probe))
     except ListenError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -54,6 +55,7 @@ class Probe:
         rng: random.Random | None = None,
         config_source: Callable[[], ProbeConfig] | None = None,
         dial_gate: DialGate | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -72,6 +74,7 @@ class Probe:
         self._rng = rng if rng is not None else random.Random()
         # Every connect attempt of every leg passes this one gate (docs/benchmarks.md).
         self.dial_gate = dial_gate if dial_gate is not None else DialGate(self.clock.monotonic)
+        self._freeze_gc = freeze_gc
         self._legs: dict[str, tuple[Leg, LegContext]] = {}
         self._leg_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,6 +148,11 @@ class Probe:
         spread = self._first_dial_spread(len(self._legs))
         for name in self._legs:
             self._supervise(name, spread)
+        if self._freeze_gc:
+            gc.freeze()
+            # Once every leg has dialled: their sessions, sockets and tasks live as long.
+            settle = self.dial_gate.spread(len(self._legs)) + 2 * self.config.watchdog_seconds
+            self._spawn(_freeze_gc_after(settle), "gc-freeze")
         self._ready = True
         log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
 
@@ -232,6 +240,18 @@ class Probe:
         self._legs.clear()
         if self._line_writer is not None:
             await asyncio.to_thread(self._line_writer.close)
+
+
+async def _freeze_gc_after(seconds: float) -> None:
+    """Move what exists now out of the cyclic collector's reach (``gc.freeze``).
+
+    Long-lived objects are what a full collection walks: with a thousand connected legs
+    that walk stopped the loop for a few hundred milliseconds at a time (docs/benchmarks.md),
+    and no leg's objects are garbage while the leg runs. A leg retired later is still
+    freed by reference counting; only a reference cycle of it would stay.
+    """
+    await asyncio.sleep(seconds)
+    gc.freeze()
 
 
 def stop_on_signals() -> asyncio.Event:
