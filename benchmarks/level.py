@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     netguard.install()
     soft, hard = raise_fd_limit()
-    if args.legs * 2 + 200 > soft:
+    if args.legs + 200 > soft:  # the probe and the echo each hold one socket per leg
         print(f"fd soft limit {soft} (hard {hard}) is below what {args.legs} legs need")
     options = dataclasses.replace(
         FULL,

@@ -395,6 +395,9 @@ async def test_a_probe_that_freezes_gc_moves_its_legs_out_of_the_collector(peer:
     await probe.start()
     try:
         assert gc.get_freeze_count() > before
+        assert not gc.isenabled()  # no full collection during the ramp
+        await eventually(gc.isenabled, 10 * TIME_UNIT)  # and back once it has settled
     finally:
         await probe.stop()
+        gc.enable()
         gc.unfreeze()  # the test process goes on: give its objects back to the collector

@@ -149,8 +149,10 @@ class Probe:
         for name in self._legs:
             self._supervise(name, spread)
         if self._freeze_gc:
+            # The ramp allocates what every leg keeps (sessions, sockets, tasks): no full
+            # collection walks it meanwhile, and once every leg has dialled it is frozen.
             gc.freeze()
-            # Once every leg has dialled: their sessions, sockets and tasks live as long.
+            gc.disable()
             settle = self.dial_gate.spread(len(self._legs)) + 2 * self.config.watchdog_seconds
             self._spawn(_freeze_gc_after(settle), "gc-freeze")
         self._ready = True
@@ -243,15 +245,19 @@ class Probe:
 
 
 async def _freeze_gc_after(seconds: float) -> None:
-    """Move what exists now out of the cyclic collector's reach (``gc.freeze``).
+    """Move what exists now out of the cyclic collector's reach (``gc.freeze``), then
+    let the collector (disabled for the ramp) run again.
 
     Long-lived objects are what a full collection walks: with a thousand connected legs
     that walk stopped the loop for a few hundred milliseconds at a time (docs/benchmarks.md),
     and no leg's objects are garbage while the leg runs. A leg retired later is still
     freed by reference counting; only a reference cycle of it would stay.
     """
-    await asyncio.sleep(seconds)
-    gc.freeze()
+    try:
+        await asyncio.sleep(seconds)
+        gc.freeze()
+    finally:
+        gc.enable()
 
 
 def stop_on_signals() -> asyncio.Event:
