@@ -26,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds (default 1)")
     parser.add_argument("--window", type=float, default=15.0, help="measured seconds")
     parser.add_argument("--scrape", action="store_true", help="one /metrics scrape in the window")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the probe's config and stderr in DIR"
+    )
     args = parser.parse_args(argv)
     netguard.install()
     soft, hard = raise_fd_limit()
@@ -39,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         up_deadline_seconds=max(90.0, args.legs / 50),
     )
     with tempfile.TemporaryDirectory(prefix="t3probe-level-") as workdir:
-        result = asyncio.run(run_level(args.legs, options, Path(workdir), args.scrape))
+        where = args.keep if args.keep is not None else Path(workdir)
+        result = asyncio.run(run_level(args.legs, options, where, args.scrape))
     result["fd_limit"] = [soft, hard]
     print(json.dumps(result, default=str))
     return 0

@@ -69,11 +69,11 @@ class ScaleOptions:
     watchdog: float = 2.0
     up_deadline_seconds: float = 90.0
     # MAX_LEGS at the production heartbeat, one /metrics scrape in the window (0: skip).
-    big_legs: int = MAX_LEGS
+    big_legs: int = 0
     big_heartbeat: float = 10.0
 
 
-FULL = ScaleOptions()
+FULL = ScaleOptions(big_legs=MAX_LEGS)
 QUICK = ScaleOptions(
     levels=(20,),
     scraped_levels=(20,),
@@ -81,7 +81,6 @@ QUICK = ScaleOptions(
     event_cost_levels=(20,),
     window_seconds=3.0,
     warmup_seconds=1.0,
-    big_legs=0,
 )
 
 
