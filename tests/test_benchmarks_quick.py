@@ -108,7 +108,7 @@ def test_scale_reports_each_level(tmp_path: Path) -> None:
         window_seconds=1.5,
         warmup_seconds=0.5,
         big_legs=5,
-        big_heartbeat=0.5,
+        big_heartbeat=1.0,
     )
     result = _run("scale", options, tmp_path)
     [big] = result["big_level"]
