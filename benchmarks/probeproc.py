@@ -19,8 +19,12 @@ from benchmarks.common import LOOPBACK, child_env, stop_process
 class ProbeProcess:
     """``python -m t3probe run`` as a child: its JSON lines read as they come."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, port: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, port: int, profile: Path | None = None
+    ) -> None:
         self._config = config
+        # cProfile output of the child's main thread (its event loop), written on SIGTERM.
+        self._profile = profile
         self._workdir = workdir
         self.port = port
         self.process: asyncio.subprocess.Process | None = None
@@ -43,8 +47,10 @@ class ProbeProcess:
         config_file.write_text(yaml.safe_dump(self._config, sort_keys=False))
         with (self._workdir / "t3probe.stderr").open("wb") as stderr:
             self.started_at = time.monotonic()
+            profiler = [] if self._profile is None else ["-m", "cProfile", "-o", str(self._profile)]
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *profiler,
                 "-m",
                 "t3probe",
                 "--log-level=WARNING",

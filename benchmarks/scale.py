@@ -18,6 +18,7 @@ if this one held.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -55,7 +56,7 @@ CPU_BOUND_PERCENT = 90.0
 
 @dataclass(frozen=True)
 class ScaleOptions:
-    levels: tuple[int, ...] = (100, 250, 500, 1000, 2500, MAX_LEGS)
+    levels: tuple[int, ...] = (100, 250, 500, 1000, 2500, 5000)
     # Levels re-run with a /metrics scrape inside the window.
     scraped_levels: tuple[int, ...] = (100, 250, 500, 1000)
     # In-process cost of the bookkeeping; every leg coming up at once only for the
@@ -67,9 +68,12 @@ class ScaleOptions:
     heartbeat: float = 1.0
     watchdog: float = 2.0
     up_deadline_seconds: float = 90.0
+    # MAX_LEGS at the production heartbeat, one /metrics scrape in the window (0: skip).
+    big_legs: int = 0
+    big_heartbeat: float = 10.0
 
 
-FULL = ScaleOptions()
+FULL = ScaleOptions(big_legs=MAX_LEGS)
 QUICK = ScaleOptions(
     levels=(20,),
     scraped_levels=(20,),
@@ -98,7 +102,11 @@ def scale_config(legs: int, echo_port: int, listen: str, options: ScaleOptions) 
 
 
 async def run_level(
-    legs: int, options: ScaleOptions, workdir: Path, scrape_in_window: bool
+    legs: int,
+    options: ScaleOptions,
+    workdir: Path,
+    scrape_in_window: bool,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     echo = await serve_echo(
         LOOPBACK,
@@ -107,6 +115,8 @@ async def run_level(
             max_connections=legs + 100,
             # Every leg dials from 127.0.0.1: one client address holds them all.
             max_connections_per_client=legs + 100,
+            # ... and no slots held back for other clients: there are none.
+            reserved_connections=0,
             max_pending_connections=legs + 100,
             idle_timeout_seconds=3600,
             messages_per_second=50,
@@ -118,6 +128,7 @@ async def run_level(
         scale_config(legs, echo.port, f"{LOOPBACK}:{port}", options),
         workdir / f"n{legs}-{'scraped' if scrape_in_window else 'quiet'}",
         port,
+        profile,
     )
     result: dict[str, Any] = {"legs": legs}
     try:
@@ -256,7 +267,19 @@ async def run(options: ScaleOptions, workdir: Path) -> dict[str, Any]:
     _print("no scrape in the window (figures since start, ramp included)", quiet)
     scraped = await _series(options.scraped_levels, options, workdir, True, soft)
     _print("one /metrics scrape in the window, as Prometheus would", scraped)
+    big: list[dict[str, Any]] = []
+    if options.big_legs:
+        heavy = dataclasses.replace(
+            options,
+            heartbeat=options.big_heartbeat,
+            watchdog=2 * options.big_heartbeat,
+            window_seconds=max(options.window_seconds, 3 * options.big_heartbeat),
+            up_deadline_seconds=max(options.up_deadline_seconds, options.big_legs / 50),
+        )
+        big = await _series((options.big_legs,), heavy, workdir, True, soft)
+        _print(f"{options.big_legs} legs at a {options.big_heartbeat:g} s heartbeat", big)
     return {
+        "big_level": big,
         "options": asdict(options),
         "fd_limit": [soft, hard],
         "bookkeeping": costs,

@@ -107,8 +107,12 @@ def test_scale_reports_each_level(tmp_path: Path) -> None:
         event_cost_levels=(5,),
         window_seconds=1.5,
         warmup_seconds=0.5,
+        big_legs=5,
+        big_heartbeat=1.0,
     )
     result = _run("scale", options, tmp_path)
+    [big] = result["big_level"]
+    assert big["legs"] == 5 and big["all_up"] is True and big["scrape_in_window"] is True
     assert [c["legs"] for c in result["bookkeeping"]] == [5]
     assert _finite(result["bookkeeping"][0]["all_legs_up_events_seconds"])
     for series in ("levels", "scraped_levels"):

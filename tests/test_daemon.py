@@ -19,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from t3probe.daemon import Probe
+from t3probe.dialgate import DialGate
 from t3probe.legs.base import Leg, LegContext
 from t3probe.reasons import Classified, Reason
 from t3probe.supervisor import Backoff, blame_own_stall, supervise
@@ -350,3 +351,53 @@ async def test_verdict_dates_an_outage_from_its_drop_and_shows_no_stale_rtt() ->
         # The RTT from before the drop says nothing about the path now.
         assert state["last_rtt_seconds"] is None
         assert down.last_rtt_seconds is not None  # the event keeps it: the RTT before the drop
+
+
+class _CountingGate(DialGate):
+    def __init__(self) -> None:
+        super().__init__(time.monotonic, rate=1000.0, burst=1000)
+        self.passed = 0
+
+    async def acquire(self) -> None:
+        self.passed += 1
+        await super().acquire()
+
+
+async def test_every_dial_and_redial_passes_the_dial_gate(peer: Peer) -> None:
+    # /close/4000 accepts, then closes: each leg keeps dialling again.
+    config = probe_config(
+        [leg(f"ws{i}", f"ws://127.0.0.1:{peer.port}/close/4000") for i in range(3)]
+    )
+    gate = _CountingGate()
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=lambda _: None, dial_gate=gate)
+    await probe.start()
+    try:
+        ups = 0
+
+        def count_ups() -> bool:
+            nonlocal ups
+            ups = sum(1 for e in probe.recorder.events.since(None) if e.kind == "up")
+            return ups >= 6
+
+        await eventually(count_ups, 10 * TIME_UNIT)
+        # Every session that came up was dialled through the gate, redials included.
+        assert gate.passed >= ups >= 6
+    finally:
+        await probe.stop()
+
+
+async def test_a_probe_that_freezes_gc_moves_its_legs_out_of_the_collector(peer: Peer) -> None:
+    import gc
+
+    config = probe_config([leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws")])
+    before = gc.get_freeze_count()
+    probe = Probe(config, registry=CollectorRegistry(), emit_line=lambda _: None, freeze_gc=True)
+    await probe.start()
+    try:
+        assert gc.get_freeze_count() > before
+        assert not gc.isenabled()  # no full collection during the ramp
+        await eventually(gc.isenabled, 10 * TIME_UNIT)  # and back once it has settled
+    finally:
+        await probe.stop()
+        gc.enable()
+        gc.unfreeze()  # the test process goes on: give its objects back to the collector

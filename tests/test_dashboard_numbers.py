@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from t3probe.metrics import AGE_BUCKETS, LAG_BUCKETS, RTT_BUCKETS
+from t3probe.metrics import AGE_BUCKETS, CONNECT_BUCKETS, LAG_BUCKETS, RTT_BUCKETS
 from tests.support import dashboard_history as h
 from tests.support import grafana
 from tests.support.ops_queries import dashboard
@@ -386,7 +386,7 @@ def check_connect_duration(view: View, panel: dict[str, Any]) -> None:
                 if not observed:
                     assert is_nan(points.get(t)), (vantage, leg, phase, t)
                     continue
-                expected = single_bucket_quantile(0.9, [seconds], RTT_BUCKETS)
+                expected = single_bucket_quantile(0.9, [seconds], CONNECT_BUCKETS)
                 assert points[t] == pytest.approx(expected, rel=1e-9), (vantage, leg, phase, t)
                 checked += 1
     assert checked > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -22,25 +21,22 @@ from tests.support.harness import Peer, eventually, free_port, leg, probe_config
 
 async def test_concurrent_scrapes_share_one_render() -> None:
     renders = 0
-    lock = threading.Lock()
 
-    def render() -> bytes:
+    async def render() -> bytes:
         nonlocal renders
-        with lock:
-            renders += 1
-        time.sleep(0.2)
-        return b"exposition"
+        renders += 1
+        await asyncio.sleep(0.2)
+        return b"exposition %d" % renders
 
     now = 100.0
     shared = SharedRender(render, max_age=1.0, clock=lambda: now)
     bodies = await asyncio.gather(*(shared() for _ in range(50)))
-    assert bodies == [b"exposition"] * 50
+    assert bodies == [b"exposition 1"] * 50
     assert renders == 1
-    # Scrapers coming back at once get the same render: a storm renders once a max_age.
-    now += 0.9
-    assert await shared() == b"exposition" and renders == 1
-    now += 0.2
-    assert await shared() == b"exposition" and renders == 2  # older: rendered anew
+    now += 0.5  # a scrape right after reuses the render
+    assert await shared() == b"exposition 1" and renders == 1
+    now += 0.6  # a later scrape renders anew
+    assert await shared() == b"exposition 2" and renders == 2
 
 
 async def test_events_come_in_bounded_pages_that_a_client_can_follow(peer: Peer) -> None:
@@ -170,10 +166,10 @@ def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
 async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None:
     config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
     recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
-    release = threading.Event()
+    release = asyncio.Event()
 
-    def slow_render() -> bytes:
-        release.wait(30)  # every admitted scrape waits on this one render
+    async def slow_render() -> bytes:
+        await release.wait()  # every admitted scrape waits on this one render
         return b"exposition\n"
 
     gate = ScrapeGate(2)

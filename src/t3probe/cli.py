@@ -12,7 +12,7 @@ from pathlib import Path
 
 import prometheus_client
 
-from t3probe import __version__, netguard
+from t3probe import __version__, eventloop, netguard
 
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
@@ -248,13 +248,19 @@ def _run(config_path: Path | None) -> int:
     from t3probe.daemon import ListenError, Probe, run_until_signalled
 
     try:
+        _, loop_factory = eventloop.choose(os.environ)
+    except ValueError as err:
+        print(f"t3probe: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
         config = load_config(config_path)
     except ConfigError as err:
         print(f"t3probe: invalid config: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
-        probe = Probe(config, config_source=lambda: load_config(config_path))
-        return asyncio.run(run_until_signalled(probe))
+        probe = Probe(config, config_source=lambda: load_config(config_path), freeze_gc=True)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(run_until_signalled(probe))
     except ListenError as err:
         # The config named an address this host cannot bind: a config error, like any.
         print(f"t3probe: invalid config: listen: {err}", file=sys.stderr)

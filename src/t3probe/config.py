@@ -30,7 +30,7 @@ from t3probe.degradation import (
     DegradationPolicy,
 )
 
-MAX_LEGS = 5000
+MAX_LEGS = 10000
 MAX_SEGMENTS_PER_LEG = 16
 PROBE_STALL_SHARE = 0.1
 FLAP_WATCHDOGS = 3.0

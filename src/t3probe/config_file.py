@@ -81,7 +81,12 @@ def format_validation_error(err: ValidationError) -> str:
 # Variables that configure the process rather than the probe, and the test suite's own
 # reserved prefix; any other T3PROBE_* name is a typo and is refused like an unknown key.
 PROCESS_VARIABLES = frozenset(
-    {"T3PROBE_LOG_LEVEL", "T3PROBE_LOOPBACK_ONLY", "T3PROBE_ALLOWED_NETWORKS"}
+    {
+        "T3PROBE_LOG_LEVEL",
+        "T3PROBE_LOOPBACK_ONLY",
+        "T3PROBE_ALLOWED_NETWORKS",
+        "T3PROBE_EVENT_LOOP",
+    }
 )
 RESERVED_PREFIX = "T3PROBE_TEST_"
 

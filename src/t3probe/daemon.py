@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -16,6 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from t3probe.clock import Clock, SystemClock
 from t3probe.config import AnyLegConfig, ProbeConfig
+from t3probe.dialgate import DialGate
+from t3probe.eventloop import running_loop_name
 from t3probe.legs.base import Leg, LegContext
 from t3probe.legs.budget import LegBudget
 from t3probe.legs.registry import build_leg
@@ -51,6 +54,8 @@ class Probe:
         emit_line: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
         config_source: Callable[[], ProbeConfig] | None = None,
+        dial_gate: DialGate | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -68,6 +73,9 @@ class Probe:
         )
         self.recorder.subscribe(self.neighbours.on_event)
         self._rng = rng if rng is not None else random.Random()
+        # Every connect attempt of every leg passes this one gate (docs/benchmarks.md).
+        self.dial_gate = dial_gate if dial_gate is not None else DialGate(self.clock.monotonic)
+        self._freeze_gc = freeze_gc
         self._legs: dict[str, tuple[Leg, LegContext]] = {}
         self._leg_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +121,7 @@ class Probe:
         return build_leg(ctx), ctx
 
     async def start(self) -> None:
+        self.metrics.event_loop_info.labels(loop=running_loop_name()).set(1)
         # Legs (and their TLS contexts and resolvers) first: a broken CA file must fail
         # before the port is bound, not after.
         self._legs = {leg.name: self.make_leg(leg) for leg in self.config.legs}
@@ -137,18 +146,32 @@ class Probe:
         self.port = site.port
         self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self._refresh_verdict(), "verdict")
+        spread = self._first_dial_spread(len(self._legs))
         for name in self._legs:
-            self._supervise(name)
+            self._supervise(name, spread)
+        if self._freeze_gc:
+            # The ramp allocates what every leg keeps (sessions, sockets, tasks): no full
+            # collection walks it meanwhile, and once every leg has dialled it is frozen.
+            gc.freeze()
+            gc.disable()
+            settle = self.dial_gate.spread(len(self._legs)) + 2 * self.config.watchdog_seconds
+            self._spawn(_freeze_gc_after(settle), "gc-freeze")
         self._ready = True
         log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
-    def _supervise(self, name: str) -> None:
+    def _first_dial_spread(self, legs: int) -> float:
+        # Legs starting together dial in random order over the time the gate needs for
+        # them anyway (at most a heartbeat): a handful start at once, as before.
+        return min(self.config.heartbeat_seconds, self.dial_gate.spread(legs))
+
+    def _supervise(self, name: str, first_dial_within: float = 0.0) -> None:
         leg, ctx = self._legs[name]
         self._leg_tasks[name] = asyncio.create_task(
-            supervise(leg, ctx, self._rng), name=f"leg-{name}"
+            supervise(leg, ctx, self._rng, self.dial_gate, first_dial_within),
+            name=f"leg-{name}",
         )
 
     async def _retire(self, names: Collection[str]) -> None:
@@ -184,9 +207,10 @@ class Probe:
             self.neighbours.add(leg_config.name, leg_config.segments)
         self.recorder.reconfigure(config, plan.retired, plan.launched)
         self.config = config
+        spread = self._first_dial_spread(len(built))
         for name, entry in built.items():
             self._legs[name] = entry
-            self._supervise(name)
+            self._supervise(name, spread)
         return plan
 
     async def reload(self) -> ReloadResult:
@@ -219,6 +243,22 @@ class Probe:
         self._legs.clear()
         if self._line_writer is not None:
             await asyncio.to_thread(self._line_writer.close)
+
+
+async def _freeze_gc_after(seconds: float) -> None:
+    """Move what exists now out of the cyclic collector's reach (``gc.freeze``), then
+    let the collector (disabled for the ramp) run again.
+
+    Long-lived objects are what a full collection walks: with a thousand connected legs
+    that walk stopped the loop for a few hundred milliseconds at a time (docs/benchmarks.md),
+    and no leg's objects are garbage while the leg runs. A leg retired later is still
+    freed by reference counting; only a reference cycle of it would stay.
+    """
+    try:
+        await asyncio.sleep(seconds)
+        gc.freeze()
+    finally:
+        gc.enable()
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -39,6 +39,8 @@ class Recorder:
         for leg in config.legs:
             self._track(leg)
         self._policy = _policy_of(config)
+        # config.segments walks every leg: once per config, not per refresh.
+        self._segments = tuple(config.segments)
         self._verdict = Verdict(VerdictName.UNKNOWN)
         self._verdict_stale = False
         self._listeners: list[Callable[[LegEvent], None]] = []
@@ -81,7 +83,9 @@ class Recorder:
         for leg in config.legs:
             # A kept leg keeps its baseline; only the rule it is judged by may change.
             self._legs[leg.name].rtts.policy = config.degradation_policy(leg)
+        self._segments = tuple(config.segments)
         self.events.resize(config.event_buffer_size)
+        self._verdict_stale = True  # other legs, other segments: a clean verdict may not hold
         self.refresh_verdict()
 
     def subscribe(self, listener: Callable[[LegEvent], None]) -> None:
@@ -208,6 +212,8 @@ class Recorder:
         degraded = record.rtts.degraded
         # Slow until this moment: the window of its memory starts now, either way.
         record.last_slow_at = self._clock.monotonic()
+        # A round trip changed the verdict's inputs: a clean verdict is not reused.
+        self._verdict_stale = True
         self._metrics.leg_degraded.labels(leg=record.name).set(1 if degraded else 0)
         if record.state != "up":
             return
@@ -244,13 +250,19 @@ class Recorder:
         return [record.observation() for record in self._legs.values()]
 
     def refresh_verdict(self) -> Verdict:
+        # Time passing only ever clears evidence (drops and recoveries age out of their
+        # windows): a verdict with every leg healthy stays so until a leg reports a
+        # change. Recomputing it anyway cost a thousand legs 20-30 ms of loop twice a
+        # second (docs/benchmarks.md).
+        if not self._verdict_stale and self._verdict.verdict is VerdictName.INFRA_CLEAN:
+            return self._verdict
         now = self._clock.wall()
         verdict = compute_verdict(self.observations(), self._clock.monotonic(), self._policy)
         previous = self._verdict
         self._verdict = verdict
         self._verdict_stale = False
         suspects, degraded = set(verdict.suspects), set(verdict.degraded)
-        for segment in self._config.segments:
+        for segment in self._segments:
             self._metrics.segment_suspected.labels(segment=segment).set(
                 1 if segment in suspects else 0
             )

@@ -7,8 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
+from t3probe import exposition
 from t3probe.recorder import Recorder
 from t3probe.reload import ReloadResult
 
@@ -51,7 +53,7 @@ class SharedRender:
 
     def __init__(
         self,
-        render: Callable[[], bytes],
+        render: Callable[[], Awaitable[bytes]],
         max_age: float = RENDER_MAX_AGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -65,9 +67,10 @@ class SharedRender:
         if self._last is not None and self._clock() - self._last[0] < self._max_age:
             return self._last[1]
         if self._inflight is None:
-            loop = asyncio.get_running_loop()
             started = self._clock()
-            self._inflight = loop.run_in_executor(None, self._render)
+            # Rendered on the loop in short slices (t3probe.exposition), never in a thread
+            # that would hold the interpreter for the whole render.
+            self._inflight = asyncio.ensure_future(self._render())
             self._inflight.add_done_callback(lambda done: self._finished(done, started))
         return await asyncio.shield(self._inflight)
 
@@ -102,7 +105,7 @@ class ScrapeGate:
 
 def make_app(
     recorder: Recorder,
-    registry_exposition: Callable[[], bytes],
+    registry_exposition: Callable[[], Awaitable[bytes]],
     loop_alive: Callable[[], bool],
     ready: Callable[[], bool],
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
@@ -122,8 +125,7 @@ def make_app(
                 headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
             )
         try:
-            # Rendering thousands of series takes a while: keep the probe's loop free
-            # meanwhile.
+            # Rendering thousands of series takes a while: it runs in slices, and is shared.
             body = await shared_render()
             response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
             # Sent here, not after returning, so the slot is held until the body is out.
@@ -198,8 +200,8 @@ def _bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
-def exposition_of(registry: object) -> Callable[[], bytes]:
-    def render() -> bytes:
-        return generate_latest(registry)  # type: ignore[arg-type]
+def exposition_of(registry: Collector) -> Callable[[], Awaitable[bytes]]:
+    async def render() -> bytes:
+        return await exposition.render(registry)
 
     return render

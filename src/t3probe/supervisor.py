@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 
+from t3probe.dialgate import DialGate
 from t3probe.legs.base import Leg, LegContext
 from t3probe.legs.classify import classify
 from t3probe.legs.dialing import localise
@@ -54,12 +55,25 @@ def blame_own_stall(failure: Classified, lag: float, stall_seconds: float) -> Cl
     return Classified(Reason.PROBE_STALL, detail[:300], failure.close_code)
 
 
-async def supervise(leg: Leg, ctx: LegContext, rng: random.Random) -> None:
+async def supervise(
+    leg: Leg,
+    ctx: LegContext,
+    rng: random.Random,
+    gate: DialGate | None = None,
+    first_dial_within: float = 0.0,
+) -> None:
+    """Run ``leg`` forever. Every attempt first waits for a slot at ``gate``; the first
+    one also waits a random share of ``first_dial_within``, so legs started together
+    spread their dials instead of queueing in start order."""
     config = ctx.probe_config
     backoff = Backoff(config.backoff_initial_seconds, config.backoff_max_seconds, rng)
     name = ctx.leg.name
+    if first_dial_within > 0:
+        await asyncio.sleep(rng.uniform(0, first_dial_within))
     while True:
         try:
+            if gate is not None:
+                await gate.acquire()
             await leg.run_session()
             failure = Classified(Reason.INTERNAL_ERROR, "leg session returned without failing")
         except asyncio.CancelledError:

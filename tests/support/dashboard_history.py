@@ -19,7 +19,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from t3probe.metrics import AGE_BUCKETS, LAG_BUCKETS, RTT_BUCKETS
+from t3probe.metrics import AGE_BUCKETS, CONNECT_BUCKETS, LAG_BUCKETS, RTT_BUCKETS
 from t3probe.reasons import CONNECT_PHASES
 
 SCRAPE = 15
@@ -305,7 +305,7 @@ def samples(origin: int) -> dict[str, Family]:
         rtt = {leg: _Histogram(RTT_BUCKETS) for leg in legs}
         age = {leg: _Histogram(AGE_BUCKETS) for leg in legs}
         conn: dict[tuple[str, str], _Histogram] = {
-            (leg, p): _Histogram(RTT_BUCKETS) for leg in legs for p in CONNECT_PHASES
+            (leg, p): _Histogram(CONNECT_BUCKETS) for leg in legs for p in CONNECT_PHASES
         }
         lag = _Histogram(LAG_BUCKETS)
         drops: dict[tuple[str, str], int] = defaultdict(int)
