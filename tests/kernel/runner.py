@@ -316,7 +316,7 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
         unexpected = [r for r in leg["reasons"] if r not in expect.allowed]
         if unexpected:
             found.append(f"{name} also dropped with {unexpected}, allowed {sorted(expect.allowed)}")
-    found.extend(_stray_verdicts(row, seen["verdicts_during"]))
+    found.extend(_stray_verdicts(row, seen["verdicts_during"], unit))
     if row.verdict is not None:
         verdict, suspects = row.verdict
         if verdict == "infra_clean" and not suspects:
@@ -367,15 +367,27 @@ def problems(row: Row, result: dict[str, Any], unit: float) -> list[str]:
     return found
 
 
-def _stray_verdicts(row: Row, verdicts: list[tuple[float, str, list[str], list[str]]]) -> list[str]:
+def _stray_verdicts(
+    row: Row, verdicts: list[tuple[float, str, list[str], list[str]]], unit: float
+) -> list[str]:
     """Verdicts from the fault to the end of recovery that suspect nobody, or name a
     segment the fault does not lie on (rows that assert no verdict and name no faulted
-    segments say why)."""
+    segments say why).
+
+    A verdict replaced at the very next refresh is not judged for its segments: legs
+    that fail a few milliseconds apart can straddle a refresh, and the one that failed
+    first is then honestly explained by every segment it crosses (a tie) until the
+    others report, half a second later. Such a transient is reported by the page.
+    """
     found = []
     allowed = may_name(row)
-    for t, verdict, suspects, _ in verdicts:
+    transient = (VERDICT_REFRESH + 0.1) * unit
+    for index, (t, verdict, suspects, _) in enumerate(verdicts):
         if verdict == "suspect" and not suspects:
             found.append(f"the verdict at {t:.2f}s was suspect with nobody suspected")
+        later = verdicts[index + 1][0] if index + 1 < len(verdicts) else None
+        if later is not None and later - t < transient:
+            continue
         stray = [segment for segment in suspects if segment not in allowed]
         if stray and (row.verdict is not None or row.faulted is not None):
             found.append(
