@@ -24,7 +24,15 @@ from t3probe.legs.base import Leg, LegContext
 from t3probe.reasons import Classified, Reason
 from t3probe.supervisor import Backoff, blame_own_stall, supervise
 from tests.support.env import TIME_UNIT
-from tests.support.harness import Peer, eventually, free_port, leg, probe_config, running_probe
+from tests.support.harness import (
+    Peer,
+    eventually,
+    every_kind_config,
+    free_port,
+    leg,
+    probe_config,
+    running_probe,
+)
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -83,15 +91,7 @@ async def test_exposition_passes_promtool_check_metrics(peer: Peer) -> None:
     if promtool is None:
         pytest.skip("promtool missing: `make test` installs Debian's prometheus when root")
     # A DoH leg whose server refuses: its per-server gauge is in the exposition too.
-    doh = {"kind": "doh", "servers": [f"https://127.0.0.1:{free_port()}/dns-query"],
-           "timeout_seconds": 0.1}  # fmt: skip
-    config = probe_config(
-        [
-            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
-            leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
-            leg("doh", f"ws://t3.lab.test:{peer.port}/probe/ws", resolver=doh),
-        ]
-    )
+    config = every_kind_config(peer)
     async with running_probe(config) as probe:
         await probe.wait_for("ws", "up")
         await probe.wait_for("doh", "down")

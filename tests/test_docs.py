@@ -15,7 +15,13 @@ from t3probe.config import DohResolverConfig
 from t3probe.echo import EchoLimits
 from t3probe.reasons import DnsFailure, Reason
 from tests.support.artifacts import ROOT, RUNBOOK, alert_rules, fenced_blocks
-from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
+from tests.support.harness import (
+    Peer,
+    every_kind_config,
+    leg,
+    probe_config,
+    running_probe,
+)
 from tests.support.reference import SEGMENTS
 
 README = ROOT / "README.md"
@@ -57,15 +63,7 @@ def _documented() -> dict[str, tuple[str, set[str]]]:
 async def test_every_exposed_metric_is_in_the_reference_with_its_type_and_labels(
     peer: Peer,
 ) -> None:
-    doh = {"kind": "doh", "servers": [f"https://127.0.0.1:{free_port()}/dns-query"],
-           "timeout_seconds": 0.1}  # fmt: skip
-    config = probe_config(
-        [
-            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
-            leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
-            leg("doh", f"ws://t3.lab.test:{peer.port}/probe/ws", resolver=doh),
-        ]
-    )
+    config = every_kind_config(peer)
     async with running_probe(config) as probe:
         await probe.wait_for("ws", "up")
         await probe.wait_for("doh", "down")

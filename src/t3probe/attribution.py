@@ -274,13 +274,23 @@ def _candidates(
     witnesses = _witnesses(spans, healthy)
     for leg in witnesses:
         spans[leg.name] = _failure_span(leg, LegStatus.FAILING, now, policy)
-    clean = {leg.name: _clean_since(leg) for leg in healthy}
+    # Most healthy legs never broke: they clear their segments for every failure, so
+    # their union is made once, not once per failing leg (a thousand legs dropping
+    # together meet a thousand healthy ones).
+    always_clear: set[str] = set()
+    since_broke: list[tuple[float, LegObservation]] = []
+    for other in healthy:
+        clean = _clean_since(other)
+        if clean == -math.inf:
+            always_clear.update(other.segments)
+        else:
+            since_broke.append((clean, other))
     result = {}
     for leg in [*failing, *witnesses]:
-        cleared = {
+        cleared = always_clear | {
             segment
-            for other in healthy
-            if other is not leg and clean[other.name] <= spans[leg.name][0]
+            for clean, other in since_broke
+            if other is not leg and clean <= spans[leg.name][0]
             for segment in other.segments
         }
         result[leg.name] = set(leg.segments) - cleared

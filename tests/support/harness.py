@@ -237,3 +237,17 @@ async def running_probe(config: ProbeConfig) -> AsyncIterator[RunningProbe]:
         yield handle
     finally:
         await probe.stop()
+
+
+def every_kind_config(peer: Peer) -> ProbeConfig:
+    """A WebSocket leg, an HTTP leg and a DoH leg whose server refuses: every metric
+    family the probe exports shows in its exposition."""
+    doh = {"kind": "doh", "servers": [f"https://127.0.0.1:{free_port()}/dns-query"],
+           "timeout_seconds": 0.1}  # fmt: skip
+    return probe_config(
+        [
+            leg("ws", f"ws://127.0.0.1:{peer.port}/probe/ws"),
+            leg("http", f"http://127.0.0.1:{peer.port}/ok", kind="http"),
+            leg("doh", f"ws://t3.lab.test:{peer.port}/probe/ws", resolver=doh),
+        ]
+    )
