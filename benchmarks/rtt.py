@@ -65,11 +65,11 @@ class _Samples:
 
 
 def _spy_on_rtt(recorder: Any, samples: _Samples) -> None:
-    original: Callable[[str, float], None] = recorder.observe_rtt
+    original: Callable[[str, float, int], None] = recorder.observe_rtt
 
-    def observe_rtt(leg: str, seconds: float) -> None:
+    def observe_rtt(leg: str, seconds: float, connection: int = 0) -> None:
         samples.add(f"t3probe_{leg}", seconds)
-        original(leg, seconds)
+        original(leg, seconds, connection)
 
     # The recorder has no RTT listener; wrapping its method keeps src/ untouched.
     setattr(recorder, "observe_rtt", observe_rtt)  # noqa: B010

@@ -542,3 +542,67 @@ def test_a_fault_and_a_slowdown_elsewhere_are_both_reported() -> None:
     result = _verdict(*legs)
     assert (result.verdict, result.suspects) == ("suspect", ("t3serve",))
     assert result.degraded == ("wan", "cf_edge", "cf_tunnel")
+
+
+def _partial(name: str, up: int, failed: int, of: int = 4) -> LegObservation:
+    return LegObservation(
+        name,
+        SEGMENTS[name],
+        "down",
+        Reason.RESET,
+        ((NOW - 1, Reason.RESET),),
+        last_failure_at=NOW - 1,
+        connections=of,
+        connections_up=up,
+        failed_connections=failed,
+    )
+
+
+def test_half_the_lbs_connections_reset_convict_it_with_a_blast_radius_of_one_half() -> None:
+    legs = [
+        _partial("cloudflare", up=2, failed=2),
+        _partial("internal", up=2, failed=2),
+        LegObservation("t3serve", SEGMENTS["t3serve"], "up"),
+    ]
+    verdict = compute_verdict(legs, NOW, WINDOW)
+    assert verdict.verdict == "suspect"
+    assert verdict.suspects == ("traefik", "dispatch")
+    assert verdict.blast_radius == {"traefik": 0.5, "dispatch": 0.5}
+
+
+def test_a_leg_wholly_down_is_a_blast_radius_of_one() -> None:
+    verdict = compute_verdict(_legs(cloudflare=Reason.RESET), NOW, WINDOW)
+    assert verdict.blast_radius == {"wan": 1.0, "cf_edge": 1.0, "cf_tunnel": 1.0}
+
+
+def test_the_blast_radius_counts_every_connection_crossing_the_segment() -> None:
+    # One of cloudflare's four fails; internal's four all work: 1 of 8 through traefik,
+    # and cloudflare's own segments carry only its four.
+    legs = [
+        _partial("cloudflare", up=3, failed=1),
+        LegObservation("internal", SEGMENTS["internal"], "up", connections=4),
+        LegObservation("t3serve", SEGMENTS["t3serve"], "up"),
+    ]
+    verdict = compute_verdict(legs, NOW, WINDOW)
+    assert verdict.suspects == ("wan", "cf_edge", "cf_tunnel")
+    assert verdict.blast_radius == {"wan": 0.25, "cf_edge": 0.25, "cf_tunnel": 0.25}
+
+
+def test_a_leg_partly_down_on_its_own_network_leaves_the_probe_healthy() -> None:
+    # Every leg down with probe_network is the probe offline, but a leg with connections
+    # still up shows the probe has a network: those legs are unmeasured, not the probe.
+    legs = [
+        LegObservation(name, segments, "down", Reason.PROBE_NETWORK)
+        for name, segments in SEGMENTS.items()
+        if name != "internal"
+    ]
+    partly = LegObservation(
+        "internal",
+        SEGMENTS["internal"],
+        "down",
+        Reason.PROBE_NETWORK,
+        connections=4,
+        connections_up=3,
+    )
+    assert compute_verdict([*legs, partly], NOW, WINDOW).verdict == "unknown"
+    assert compute_verdict(legs, NOW, WINDOW).verdict == "probe_unhealthy"

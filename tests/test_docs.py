@@ -153,6 +153,8 @@ def test_verdict_samples_are_what_the_reference_topology_computes(doc: Path) -> 
         assert sample["verdict"] == verdict.verdict
         assert sample["suspects"] == list(verdict.suspects)
         assert sample["unexplained"] == list(verdict.unexplained)
+        if "blast_radius" in sample:
+            assert sample["blast_radius"] == verdict.blast_radius
         for name, state in sample["legs"].items():
             assert state["status"] == verdict.leg_status[name], name
 

@@ -146,9 +146,9 @@ async def healthy(echo_process: EchoProcess) -> AsyncIterator[Healthy]:
         handle = Healthy(probe)
         original = probe.probe.recorder.observe_rtt
 
-        def observe_rtt(leg_name: str, seconds: float) -> None:
+        def observe_rtt(leg_name: str, seconds: float, connection: int = 0) -> None:
             handle.rtts.append(seconds)
-            original(leg_name, seconds)
+            original(leg_name, seconds, connection)
 
         setattr(probe.probe.recorder, "observe_rtt", observe_rtt)  # noqa: B010
         await probe.wait_for("healthy", "up")

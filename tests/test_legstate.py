@@ -29,7 +29,7 @@ def test_every_failed_attempt_moves_the_evidence_time() -> None:
     record = LegRecord("ws", ("lb",))
     record.mark_down(Reason.RESET, 2.0, 102.0)
     record.mark_down(Reason.RESET, 3.0, 103.0)
-    assert record.last_failure_at == 103.0
+    assert record.observation().last_failure_at == 103.0
     record.mark_up(4.0, 104.0)
     observed = record.observation()
     assert (observed.up_since, observed.recovered_from) == (104.0, Reason.RESET)
@@ -63,3 +63,67 @@ def test_a_new_failure_mode_while_down_keeps_the_outage_start() -> None:
     assert (record.since, record.reason) == (2.0, Reason.CONNECT_REFUSED)
     record.mark_up(5.0, 105.0)
     assert record.since == 5.0
+
+
+def _four() -> LegRecord:
+    from t3probe.degradation import DegradationPolicy, RttTracker
+
+    return LegRecord.with_connections("ws", ("lb",), 4, 0.0, RttTracker(DegradationPolicy()))
+
+
+def test_a_leg_of_several_connections_is_up_only_when_all_are() -> None:
+    record = _four()
+    for index in range(3):
+        assert record.mark_up(1.0, 101.0 + index, index) is True
+    assert (record.state, record.connections_up) == ("unknown", 3)
+    record.mark_up(2.0, 110.0, 3)
+    assert (record.state, record.up_since, record.connections_up) == ("up", 110.0, 4)
+
+
+def test_some_connections_down_make_the_leg_down_with_one_drop() -> None:
+    record = _four()
+    for index in range(4):
+        record.mark_up(1.0, 100.0, index)
+    assert record.mark_down(Reason.RESET, 2.0, 102.0, index=0) is True
+    assert record.mark_down(Reason.RESET, 2.0, 102.1, index=2) is True
+    # One leg-level drop for the burst: flapping counts drops of the leg, not of each socket.
+    assert [reason for _, reason in record.recent_drops] == [Reason.RESET]
+    observed = record.observation(now=103.0, window=20.0)
+    assert (observed.state, observed.reason, observed.partial) == ("down", Reason.RESET, True)
+    assert (observed.connections, observed.connections_up, observed.failed_connections) == (
+        4,
+        2,
+        2,
+    )
+    record.mark_up(3.0, 104.0, 0)
+    record.mark_up(3.0, 104.5, 2)
+    observed = record.observation(now=105.0, window=20.0)
+    assert (observed.state, observed.up_since, observed.recovered_from) == (
+        "up",
+        104.5,
+        Reason.RESET,
+    )
+    # Back up, but they dropped within the window: still the blast radius's failures.
+    assert observed.failed_connections == 2
+    assert record.observation(now=130.0, window=20.0).failed_connections == 0
+
+
+def test_a_path_reason_on_any_connection_names_the_leg_down() -> None:
+    record = _four()
+    for index in range(4):
+        record.mark_up(1.0, 100.0, index)
+    record.mark_down(Reason.DNS_FAILED, 2.0, 102.0, index=1)
+    record.mark_down(Reason.RTT_TIMEOUT, 2.5, 102.5, index=3)
+    record.mark_down(Reason.PROBE_NETWORK, 3.0, 103.0, index=0)
+    observed = record.observation(now=104.0, window=20.0)
+    # The newest is local, but a path failure says more about the segments.
+    assert observed.reason is Reason.RTT_TIMEOUT
+    assert observed.failed_connections == 1  # local reasons are no failure of the path
+
+
+def test_a_healthy_leg_vouches_as_of_its_stalest_connection() -> None:
+    record = _four()
+    for index in range(4):
+        record.mark_up(1.0, 100.0, index)
+        record.mark_success(0.5, 101.0 + index, index)
+    assert record.observation().last_success_at == 100.5

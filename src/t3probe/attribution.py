@@ -98,6 +98,18 @@ class LegObservation:
     # and when it was last seen so: slowness counts for the window after, like a drop.
     degraded: bool = False
     slow_at: float | None = None
+    # A leg of several connections (``connections: N``) is down while any of them is:
+    # ``connections_up`` of them still work (None: all, when up; none, when down), and
+    # ``failed_connections`` are down for a path reason or dropped for one within the
+    # window (None: all of them while the leg is failing, else none).
+    connections: int = 1
+    connections_up: int | None = None
+    failed_connections: int | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Down, but some of its connections still work: the probe has a network."""
+        return self.state == "down" and bool(self.connections_up)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class Verdict:
     unexplained: tuple[str, ...] = ()
     # Segments found slow: on degraded legs and on no healthy (fast) leg.
     degraded: tuple[str, ...] = ()
+    # Per suspect segment, the share of the connections crossing it that failed.
+    blast_radius: dict[str, float] = field(default_factory=dict)
 
 
 def _is_path(reason: Reason | None) -> bool:
@@ -323,7 +337,9 @@ def _probe_offline(legs: Sequence[LegObservation]) -> bool:
     as ``dns_failed`` (their resolver is unreachable too) beside ``probe_network`` ones."""
     return (
         bool(legs)
-        and all(leg.state == "down" and not _is_path(leg.reason) for leg in legs)
+        and all(
+            leg.state == "down" and not _is_path(leg.reason) and not leg.partial for leg in legs
+        )
         and any(leg.reason is Reason.PROBE_NETWORK for leg in legs)
     )
 
@@ -353,13 +369,15 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
         candidates = _candidates(failing, by_status[LegStatus.HEALTHY], statuses, now, policy)
         chosen, uncovered = _cover(candidates)
         unexplained = uncovered & {leg.name for leg in failing}
+        suspects = _ordered(chosen, order)
         return Verdict(
             VerdictName.SUSPECT if chosen else VerdictName.INCONCLUSIVE,
-            suspects=_ordered(chosen, order),
+            suspects=suspects,
             leg_status=statuses,
             unobserved=unobserved,
             unexplained=tuple(sorted(unexplained)),
             degraded=degraded,
+            blast_radius=blast_radius(suspects, legs, statuses),
         )
     if by_status[LegStatus.DEGRADED]:
         return Verdict(
@@ -377,6 +395,36 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
     ):
         return Verdict(VerdictName.UNKNOWN, leg_status=statuses, unobserved=unobserved)
     return Verdict(VerdictName.INFRA_CLEAN, leg_status=statuses)
+
+
+def blast_radius(
+    segments: Sequence[str], legs: Sequence[LegObservation], statuses: dict[str, LegStatus]
+) -> dict[str, float]:
+    """Per segment, the share of the connections of every leg crossing it that failed.
+
+    Half the LB's backends dying shows as 0.5 on the LB's segments; a leg wholly down
+    counts all its connections. A leg with no failure count of its own counts as failed
+    whole while it convicts (failing or flapping), else not at all.
+    """
+    wanted = set(segments)
+    failed = dict.fromkeys(wanted, 0)
+    total = dict.fromkeys(wanted, 0)
+    for leg in legs:
+        crossed = wanted.intersection(leg.segments)
+        if not crossed:
+            continue
+        if leg.failed_connections is not None:
+            broken = min(leg.failed_connections, leg.connections)
+        else:
+            broken = leg.connections if statuses.get(leg.name) in CONVICTING else 0
+        for segment in crossed:
+            failed[segment] += broken
+            total[segment] += leg.connections
+    return {
+        segment: round(failed[segment] / total[segment], 3)
+        for segment in dict.fromkeys(segments)
+        if total[segment]
+    }
 
 
 def _degradation(

@@ -31,6 +31,10 @@ from t3probe.degradation import (
 )
 
 MAX_LEGS = 10000
+# Connections per leg, and in all: each is a socket, a heartbeat and a watchdog.
+MAX_CONNECTIONS_PER_LEG = 64
+MAX_CONNECTIONS = MAX_LEGS
+DEFAULT_BURST_WINDOW_SECONDS = 1.0
 MAX_SEGMENTS_PER_LEG = 16
 PROBE_STALL_SHARE = 0.1
 FLAP_WATCHDOGS = 3.0
@@ -148,6 +152,10 @@ class _LegBase(_Strict):
     ] = []
     # Degraded above this round trip, whatever the leg's learnt baseline says.
     rtt_threshold_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    # Independent connections over the route, each its own TCP connection, heartbeat and
+    # watchdog: a load balancer spreads them as it spreads users, so a fault that takes
+    # some of its backends shows as a share of them (the blast radius).
+    connections: Annotated[int, Field(ge=1, le=MAX_CONNECTIONS_PER_LEG)] = 1
 
     @field_validator("url")
     @classmethod
@@ -306,6 +314,8 @@ class ProbeConfig(_Strict):
     # watchdogs) is flapping: it convicts its segments even while momentarily up.
     flap_window_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
     flap_drops: Annotated[int, Field(ge=2, le=1000)] = 2
+    # Drops of several connections of one leg within this interval are one `burst` event.
+    burst_window_seconds: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_BURST_WINDOW_SECONDS
     # A leg is degraded when the median of its recent round trips exceeds both ratio x its
     # learnt baseline and baseline + margin, or when it lost loss_share of its recent
     # heartbeats (docs/degradation.md).
@@ -347,6 +357,12 @@ class ProbeConfig(_Strict):
                         f" connect timeout ({self.effective_connect_timeout:g}s), or a DoH"
                         " outage would look like a connect timeout"
                     )
+        total = sum(leg.connections for leg in self.legs)
+        if total > MAX_CONNECTIONS:
+            raise ValueError(
+                f"legs: {total} connections in all (the sum of each leg's connections) exceed"
+                f" {MAX_CONNECTIONS}; split the legs across probes"
+            )
         names = [leg.name for leg in self.legs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -76,8 +76,9 @@ class Probe:
         # Every connect attempt of every leg passes this one gate (docs/benchmarks.md).
         self.dial_gate = dial_gate if dial_gate is not None else DialGate(self.clock.monotonic)
         self._freeze_gc = freeze_gc
-        self._legs: dict[str, tuple[Leg, LegContext]] = {}
-        self._leg_tasks: dict[str, asyncio.Task[None]] = {}
+        # Per leg, one (leg, context) per connection; they share the leg's resolver.
+        self._legs: dict[str, tuple[tuple[Leg, LegContext], ...]] = {}
+        self._leg_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._ready = False
@@ -90,13 +91,15 @@ class Probe:
 
     @property
     def legs(self) -> tuple[tuple[Leg, LegContext], ...]:
-        """The running legs with their contexts (empty before start and after stop)."""
-        return tuple(self._legs.values())
+        """The running legs' connections with their contexts (empty before start and
+        after stop)."""
+        return tuple(entry for entries in self._legs.values() for entry in entries)
 
     def make_leg(
         self, leg_config: AnyLegConfig, config: ProbeConfig | None = None
-    ) -> tuple[Leg, LegContext]:
-        """Build a leg, its resolver and its context; nothing runs until supervised."""
+    ) -> tuple[tuple[Leg, LegContext], ...]:
+        """Build a leg's resolver and, per connection, the leg and its context; nothing
+        runs until supervised."""
         name = leg_config.name
         config = self.config if config is None else config
 
@@ -108,17 +111,21 @@ class Probe:
 
         budget = LegBudget.of(config, leg_config)
         resolver = build_resolver(leg_config, budget, on_dns_failure, self.clock, on_server_state)
-        ctx = LegContext(
-            config,
-            leg_config,
-            budget,
-            self.recorder,
-            self.clock,
-            self.lag,
-            resolver,
-            self.neighbours,
-        )
-        return build_leg(ctx), ctx
+        contexts = [
+            LegContext(
+                config,
+                leg_config,
+                budget,
+                self.recorder,
+                self.clock,
+                self.lag,
+                resolver,
+                self.neighbours,
+                connection=index,
+            )
+            for index in range(leg_config.connections)
+        ]
+        return tuple((build_leg(ctx), ctx) for ctx in contexts)
 
     async def start(self) -> None:
         self.metrics.event_loop_info.labels(loop=running_loop_name()).set(1)
@@ -146,7 +153,7 @@ class Probe:
         self.port = site.port
         self._spawn(self.lag.run(), "loop-lag")
         self._spawn(self._refresh_verdict(), "verdict")
-        spread = self._first_dial_spread(len(self._legs))
+        spread = self._first_dial_spread(self._connections(self._legs))
         for name in self._legs:
             self._supervise(name, spread)
         if self._freeze_gc:
@@ -154,7 +161,10 @@ class Probe:
             # collection walks it meanwhile, and once every leg has dialled it is frozen.
             gc.freeze()
             gc.disable()
-            settle = self.dial_gate.spread(len(self._legs)) + 2 * self.config.watchdog_seconds
+            settle = (
+                self.dial_gate.spread(self._connections(self._legs))
+                + 2 * self.config.watchdog_seconds
+            )
             self._spawn(_freeze_gc_after(settle), "gc-freeze")
         self._ready = True
         log.info("t3probe listening on %s:%d with %d legs", host, self.port, len(self._legs))
@@ -162,34 +172,41 @@ class Probe:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
+    @staticmethod
+    def _connections(legs: dict[str, tuple[tuple[Leg, LegContext], ...]]) -> int:
+        return sum(len(entries) for entries in legs.values())
+
     def _first_dial_spread(self, legs: int) -> float:
         # Legs starting together dial in random order over the time the gate needs for
         # them anyway (at most a heartbeat): a handful start at once, as before.
         return min(self.config.heartbeat_seconds, self.dial_gate.spread(legs))
 
     def _supervise(self, name: str, first_dial_within: float = 0.0) -> None:
-        leg, ctx = self._legs[name]
-        self._leg_tasks[name] = asyncio.create_task(
-            supervise(leg, ctx, self._rng, self.dial_gate, first_dial_within),
-            name=f"leg-{name}",
-        )
+        self._leg_tasks[name] = [
+            asyncio.create_task(
+                supervise(leg, ctx, self._rng, self.dial_gate, first_dial_within),
+                name=f"leg-{name}" if ctx.connection == 0 else f"leg-{name}-{ctx.connection}",
+            )
+            for leg, ctx in self._legs[name]
+        ]
 
     async def _retire(self, names: Collection[str]) -> None:
         """Stop legs: cancelling closes each WebSocket with 1001 and counts no drop."""
-        tasks = [self._leg_tasks.pop(name) for name in names if name in self._leg_tasks]
+        tasks = [
+            task for name in names if name in self._leg_tasks for task in self._leg_tasks.pop(name)
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_BUDGET_SECONDS)
         for name in names:
-            entry = self._legs.pop(name, None)
-            if entry is None:
-                continue
-            leg, ctx = entry
-            with contextlib.suppress(Exception):
-                await leg.close()
-            with contextlib.suppress(Exception):
-                await ctx.resolver.close()
+            entries = self._legs.pop(name, ())
+            for leg, _ in entries:
+                with contextlib.suppress(Exception):
+                    await leg.close()
+            if entries:
+                with contextlib.suppress(Exception):
+                    await entries[0][1].resolver.close()
 
     async def apply(self, config: ProbeConfig) -> ReloadPlan:
         """Move the running probe to ``config``, leaving unchanged legs untouched.
@@ -207,7 +224,7 @@ class Probe:
             self.neighbours.add(leg_config.name, leg_config.segments)
         self.recorder.reconfigure(config, plan.retired, plan.launched)
         self.config = config
-        spread = self._first_dial_spread(len(built))
+        spread = self._first_dial_spread(self._connections(built))
         for name, entry in built.items():
             self._legs[name] = entry
             self._supervise(name, spread)
@@ -226,6 +243,7 @@ class Probe:
         while True:
             await asyncio.sleep(VERDICT_REFRESH_SECONDS)
             try:
+                self.recorder.flush_bursts()
                 self.recorder.refresh_verdict()
             except Exception:
                 log.exception("refreshing the verdict failed")

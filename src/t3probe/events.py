@@ -13,7 +13,9 @@ from t3probe.reasons import Reason
 # "reconnect_failed": a leg already down failed again in another way. It is no new drop
 # (counted in t3probe_reconnect_failures_total, not t3probe_disconnects_total).
 # "degraded" / "recovered": a leg that stays up became slow (or lossy), and stopped being so.
-EventKind = Literal["up", "down", "reconnect_failed", "degraded", "recovered"]
+# "burst": several connections of one leg dropped within burst_window_seconds (each also
+# has its own "down"): the probe-side sign of a shared segment breaking.
+EventKind = Literal["up", "down", "reconnect_failed", "degraded", "recovered", "burst"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,12 @@ class LegEvent:
     last_rtt_seconds: float | None = None
     detail: str = ""
     close_code: int | None = None
+    # Which of the leg's connections (0 .. connections-1); None for a whole-leg event.
+    connection: int | None = 0
+    # A burst: ``dropped`` of the leg's ``of`` connections within ``interval_seconds``.
+    dropped: int | None = None
+    of: int | None = None
+    interval_seconds: float | None = None
     # Given by the EventLog: 1, 2, 3... in the order events happened, within one process.
     id: int = 0
 
@@ -42,6 +50,12 @@ class LegEvent:
             ),
             "detail": self.detail,
             "close_code": self.close_code,
+            "connection": self.connection,
+            "dropped": self.dropped,
+            "of": self.of,
+            "interval_seconds": (
+                None if self.interval_seconds is None else round(self.interval_seconds, 3)
+            ),
         }
 
 

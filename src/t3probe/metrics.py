@@ -46,7 +46,22 @@ class ProbeMetrics:
     def __init__(self, registry: CollectorRegistry, config: ProbeConfig) -> None:
         self.registry = registry
         self.connected = Gauge(
-            "t3probe_connected", "1 while the leg is up", ["leg"], registry=registry
+            "t3probe_connected",
+            "1 while the leg is up; with several connections, the share of them that are up",
+            ["leg"],
+            registry=registry,
+        )
+        self.connections = Gauge(
+            "t3probe_leg_connections",
+            "Connections the leg holds over its route (its configured connections)",
+            ["leg"],
+            registry=registry,
+        )
+        self.connections_up = Gauge(
+            "t3probe_leg_connections_up",
+            "Connections of the leg that are up",
+            ["leg"],
+            registry=registry,
         )
         self.disconnects = Counter(
             "t3probe_disconnects",
@@ -175,6 +190,8 @@ class ProbeMetrics:
     def add_leg(self, leg: AnyLegConfig) -> None:
         # Absent series read as "no data"; operators' rate() and alerts need explicit zeros.
         self.connected.labels(leg=leg.name).set(0)
+        self.connections.labels(leg=leg.name).set(leg.connections)
+        self.connections_up.labels(leg=leg.name).set(0)
         self.last_disconnect.labels(leg=leg.name).set(0)
         self.leg_degraded.labels(leg=leg.name).set(0)
         self.heartbeats_lost.labels(leg=leg.name)
@@ -206,6 +223,8 @@ class ProbeMetrics:
         """Drop every series of a leg: a removed leg must not linger as a stale zero."""
         for single in (
             self.connected,
+            self.connections,
+            self.connections_up,
             self.last_disconnect,
             self.connection_age,
             self.rtt,

@@ -7,7 +7,9 @@ segment with it that checks on demand (an HTTP leg between two GETs) checks now,
 path fault convicts within a watchdog on every leg kind.
 
 Each waiting leg is registered under its segments and woken at most once per wait, so a
-thousand legs recovering together cost each leg one wake-up, not one per neighbour.
+thousand legs recovering together cost each leg one wake-up, not one per neighbour. A leg
+of several connections waits once per connection, and its connections are each other's
+neighbours: one coming back re-dials the others.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 
 from t3probe.events import LegEvent
+
+# A waiter: a leg's name and the index of one of its connections.
+Waiter = tuple[str, int]
 
 
 class Wait(enum.Enum):
@@ -32,33 +37,43 @@ class Neighbours:
         self, segments_by_leg: Mapping[str, Iterable[str]], clock: Callable[[], float]
     ) -> None:
         self._segments = {leg: tuple(segments) for leg, segments in segments_by_leg.items()}
-        self._wake = {leg: asyncio.Event() for leg in self._segments}
-        self._waiting: dict[Wait, dict[str, set[str]]] = {kind: {} for kind in Wait}
+        self._wake: dict[Waiter, asyncio.Event] = {}
+        self._waiting: dict[Wait, dict[str, set[Waiter]]] = {kind: {} for kind in Wait}
         self._clock = clock
-        # Per segment the two latest (monotonic time, leg) that came up: news a leg may
-        # have missed while it was busy failing rather than waiting. Two, so a leg can
-        # skip its own recovery in O(1).
-        self._last_up: dict[str, list[tuple[float, str]]] = {}
+        # Per segment the two latest (monotonic time, waiter) that came up: news a leg may
+        # have missed while it was busy failing rather than waiting. Two, so a connection
+        # can skip its own recovery in O(1).
+        self._last_up: dict[str, list[tuple[float, Waiter]]] = {}
 
     def add(self, leg: str, segments: Iterable[str]) -> None:
         self._segments[leg] = tuple(segments)
-        self._wake[leg] = asyncio.Event()
 
     def remove(self, leg: str) -> None:
-        """Forget a leg a reload retired (its task has ended, so it waits no more)."""
+        """Forget a leg a reload retired (its tasks have ended, so it waits no more)."""
         self._segments.pop(leg, None)
-        self._wake.pop(leg, None)
+        for waiter in [waiter for waiter in self._wake if waiter[0] == leg]:
+            del self._wake[waiter]
 
-    async def wait(self, leg: str, kind: Wait, seconds: float, since: float | None = None) -> bool:
+    async def wait(
+        self,
+        leg: str,
+        kind: Wait,
+        seconds: float,
+        since: float | None = None,
+        connection: int = 0,
+    ) -> bool:
         """Sleep up to ``seconds``; True when a neighbour's news cut the sleep short, or
         (for a re-dial) a neighbour came up after ``since``."""
-        if kind is Wait.REDIAL and since is not None and self._came_up_since(leg, since):
+        me = (leg, connection)
+        if kind is Wait.REDIAL and since is not None and self._came_up_since(me, since):
             return True
-        wake = self._wake[leg]
+        wake = self._wake.get(me)
+        if wake is None:
+            wake = self._wake[me] = asyncio.Event()
         wake.clear()
         waiting = self._waiting[kind]
         for segment in self._segments[leg]:
-            waiting.setdefault(segment, set()).add(leg)
+            waiting.setdefault(segment, set()).add(me)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, seconds)):
@@ -67,35 +82,41 @@ class Neighbours:
             return False
         finally:
             for segment in self._segments[leg]:
-                legs = waiting.get(segment)
-                if legs is not None:
-                    legs.discard(leg)
-                    if not legs:
+                waiters = waiting.get(segment)
+                if waiters is not None:
+                    waiters.discard(me)
+                    if not waiters:
                         del waiting[segment]
 
-    def wake(self, changed: str, kind: Wait) -> None:
+    def wake(self, changed: str, kind: Wait, connection: int = 0) -> None:
+        source = (changed, connection)
         waiting = self._waiting[kind]
         for segment in self._segments.get(changed, ()):
-            for leg in waiting.pop(segment, ()):
-                wake = self._wake.get(leg)
-                if leg != changed and wake is not None:
+            for waiter in waiting.pop(segment, ()):
+                wake = self._wake.get(waiter)
+                if waiter != source and wake is not None:
                     wake.set()
 
-    def _came_up_since(self, leg: str, since: float) -> bool:
-        for segment in self._segments[leg]:
+    def _came_up_since(self, me: Waiter, since: float) -> bool:
+        for segment in self._segments[me[0]]:
             for at, other in self._last_up.get(segment, ()):
-                if other != leg and at > since:
+                if other != me and at > since:
                     return True
         return False
 
     def on_event(self, event: LegEvent) -> None:
+        if event.connection is None:
+            return  # a whole-leg summary (a burst, a degradation): no connection changed
+        source = (event.leg, event.connection)
         if event.kind == "up":
             now = self._clock()
             for segment in self._segments.get(event.leg, ()):
                 latest = [
-                    (at, leg) for at, leg in self._last_up.get(segment, ()) if leg != event.leg
+                    (at, waiter)
+                    for at, waiter in self._last_up.get(segment, ())
+                    if waiter != source
                 ]
-                self._last_up[segment] = [(now, event.leg), *latest[:1]]
-            self.wake(event.leg, Wait.REDIAL)
+                self._last_up[segment] = [(now, source), *latest[:1]]
+            self.wake(event.leg, Wait.REDIAL, event.connection)
         elif event.kind == "down":
-            self.wake(event.leg, Wait.RECHECK)
+            self.wake(event.leg, Wait.RECHECK, event.connection)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from t3probe.attribution import LegObservation, Policy, Verdict, VerdictName, compute_verdict
+from t3probe.bursts import BurstTracker
 from t3probe.clock import Clock
 from t3probe.config import AnyLegConfig, ProbeConfig
 from t3probe.degradation import RttTracker
@@ -36,6 +37,7 @@ class Recorder:
         self.events = EventLog(config.event_buffer_size)
         self._legs: dict[str, LegRecord] = {}
         self._aged_legs: set[str] = set()
+        self._bursts = BurstTracker(config.burst_window_seconds)
         for leg in config.legs:
             self._track(leg)
         self._policy = _policy_of(config)
@@ -50,9 +52,10 @@ class Recorder:
         self.loop_lag: Callable[[float], float] = lambda seconds: 0.0
 
     def _track(self, leg: AnyLegConfig) -> None:
-        self._legs[leg.name] = LegRecord(
+        self._legs[leg.name] = LegRecord.with_connections(
             leg.name,
             tuple(leg.segments),
+            leg.connections,
             since=self._clock.wall(),
             rtts=RttTracker(self._config.degradation_policy(leg)),
         )
@@ -68,6 +71,7 @@ class Recorder:
         for name in retired:
             self._legs.pop(name, None)
             self._aged_legs.discard(name)
+            self._bursts.forget(name)
             self._metrics.remove_leg(name)
         for leg in launched:
             self._track(leg)
@@ -80,6 +84,7 @@ class Recorder:
                 self._metrics.add_segment(segment)
         self._config = config
         self._policy = _policy_of(config)
+        self._bursts.interval = config.burst_window_seconds
         for leg in config.legs:
             # A kept leg keeps its baseline; only the rule it is judged by may change.
             self._legs[leg.name].rtts.policy = config.degradation_policy(leg)
@@ -116,16 +121,29 @@ class Recorder:
         # thousand legs drop together; the daemon refreshes twice a second instead.
         self._verdict_stale = True
 
-    def leg_up(self, leg: str, detail: str = "") -> None:
+    def _count_connections(self, record: LegRecord) -> None:
+        up, total = record.connections_up, len(record.connections)
+        self._metrics.connected.labels(leg=record.name).set(up / total)
+        self._metrics.connections_up.labels(leg=record.name).set(up)
+
+    def leg_up(self, leg: str, detail: str = "", connection: int = 0) -> None:
         record = self._legs.get(leg)
         if record is None:
             return  # retired by a reload while its last report was in flight
-        self._metrics.connected.labels(leg=leg).set(1)
         now = self._clock.wall()
-        if not record.mark_up(now, self._clock.monotonic()):
+        if not record.mark_up(now, self._clock.monotonic(), connection):
             return
+        self._count_connections(record)
         self._publish(
-            LegEvent(leg, "up", None, now, last_rtt_seconds=record.last_rtt, detail=detail)
+            LegEvent(
+                leg,
+                "up",
+                None,
+                now,
+                last_rtt_seconds=record.last_rtt,
+                detail=detail,
+                connection=connection,
+            )
         )
 
     def leg_down(
@@ -134,19 +152,21 @@ class Recorder:
         failure: Classified,
         age_seconds: float | None,
         attempt_started: float | None = None,
+        connection: int = 0,
     ) -> None:
         record = self._legs.get(leg)
         if record is None:
             return
-        self._metrics.connected.labels(leg=leg).set(0)
-        if record.rtts.new_connection():
+        now, monotonic = self._clock.wall(), self._clock.monotonic()
+        conn = record.connection(connection)
+        was_down = conn is not None and conn.state == "down"
+        was_up = record.mark_down(
+            failure.reason, now, monotonic, attempt_started=attempt_started, index=connection
+        )
+        self._count_connections(record)
+        if record.connections_up == 0 and record.rtts.new_connection():
             # Down supersedes slow: its down event says what happened, no "recovered".
             self._metrics.leg_degraded.labels(leg=leg).set(0)
-        now = self._clock.wall()
-        was_down = record.state == "down"
-        was_up = record.mark_down(
-            failure.reason, now, self._clock.monotonic(), attempt_started=attempt_started
-        )
         if was_down:
             # One outage is one disconnect, whatever the reconnects meet meanwhile.
             self._metrics.reconnect_failures.labels(leg=leg, reason=failure.reason.value).inc()
@@ -162,9 +182,11 @@ class Recorder:
                     last_rtt_seconds=record.last_rtt,
                     detail=failure.detail,
                     close_code=failure.close_code,
+                    connection=connection,
                 )
             )
             return
+        self._bursts.drop(leg, len(record.connections), connection, failure.reason, monotonic)
         self._metrics.disconnects.labels(leg=leg, reason=failure.reason.value).inc()
         self._metrics.last_disconnect.labels(leg=leg).set(now)
         if was_up and age_seconds is not None and leg in self._aged_legs:
@@ -179,14 +201,36 @@ class Recorder:
                 last_rtt_seconds=record.last_rtt,
                 detail=failure.detail,
                 close_code=failure.close_code,
+                connection=connection,
             )
         )
 
-    def observe_rtt(self, leg: str, seconds: float) -> None:
+    def flush_bursts(self) -> None:
+        """Publish the bursts whose interval is over (the daemon asks twice a second)."""
+        for leg, burst in self._bursts.due(self._clock.monotonic()):
+            record = self._legs.get(leg)
+            if record is None:
+                continue
+            self._publish(
+                LegEvent(
+                    leg,
+                    "burst",
+                    burst.reason,
+                    self._clock.wall(),
+                    last_rtt_seconds=record.last_rtt,
+                    detail=burst.detail(),
+                    connection=None,
+                    dropped=burst.dropped,
+                    of=burst.of,
+                    interval_seconds=burst.interval,
+                )
+            )
+
+    def observe_rtt(self, leg: str, seconds: float, connection: int = 0) -> None:
         record = self._legs.get(leg)
         if record is None:
             return
-        record.mark_success(seconds, self._clock.monotonic())
+        record.mark_success(seconds, self._clock.monotonic(), connection)
         self._metrics.rtt.labels(leg=leg).observe(seconds)
         # Asked only for a slow sample: the common fast one costs no lag lookup.
         if record.rtts.is_slow(seconds) and self.loop_lag(seconds) >= seconds / 2:
@@ -225,6 +269,7 @@ class Recorder:
                 self._clock.wall(),
                 last_rtt_seconds=record.last_rtt,
                 detail=record.rtts.detail(),
+                connection=None,
             )
         )
 
@@ -247,7 +292,8 @@ class Recorder:
         return all(record.rtts.threshold() is not None for record in self._legs.values())
 
     def observations(self) -> list[LegObservation]:
-        return [record.observation() for record in self._legs.values()]
+        now, window = self._clock.monotonic(), self._policy.window
+        return [record.observation(now, window) for record in self._legs.values()]
 
     def refresh_verdict(self) -> Verdict:
         # Time passing only ever clears evidence (drops and recoveries age out of their
@@ -287,6 +333,7 @@ class Recorder:
                     "suspects": list(verdict.suspects),
                     "degraded": list(verdict.degraded),
                     "unexplained": list(verdict.unexplained),
+                    "blast_radius": dict(verdict.blast_radius),
                     "previous": str(previous.verdict),
                 }
             )
@@ -304,11 +351,12 @@ class Recorder:
             "degraded": list(verdict.degraded),
             "unobserved": list(verdict.unobserved),
             "unexplained": list(verdict.unexplained),
+            "blast_radius": dict(verdict.blast_radius),
             "at": round(self._clock.wall(), 3),
             "legs": {
                 name: {
                     "up": record.state == "up",
-                    "state": record.state,
+                    "state": _state_of(record),
                     "status": str(verdict.leg_status.get(name, "unknown")),
                     "segments": list(record.segments),
                     "reason": None if record.reason is None else str(record.reason),
@@ -316,10 +364,20 @@ class Recorder:
                     # The RTT from before a drop says nothing about the path while down
                     # (the down event keeps it).
                     "last_rtt_seconds": record.last_rtt if record.state == "up" else None,
+                    "connections": len(record.connections),
+                    "connections_up": record.connections_up,
                 }
                 for name, record in self._legs.items()
             },
         }
+
+
+def _state_of(record: LegRecord) -> str:
+    """The leg's state for readers: ``partial`` while some of its connections are down
+    and others up (to attribution, that leg is down)."""
+    if record.state == "down" and record.connections_up:
+        return "partial"
+    return record.state
 
 
 def _policy_of(config: ProbeConfig) -> Policy:

@@ -34,6 +34,7 @@ LIVE_SETTINGS = frozenset(
         "degraded_rtt_ratio",
         "degraded_rtt_margin_seconds",
         "degraded_loss_share",
+        "burst_window_seconds",
     }
 )
 # Bound once at start-up: changing them needs a new process, so a reload refuses them

@@ -67,7 +67,7 @@ async def supervise(
     spread their dials instead of queueing in start order."""
     config = ctx.probe_config
     backoff = Backoff(config.backoff_initial_seconds, config.backoff_max_seconds, rng)
-    name = ctx.leg.name
+    name = ctx.leg.name if ctx.leg.connections == 1 else f"{ctx.leg.name}[{ctx.connection}]"
     if first_dial_within > 0:
         await asyncio.sleep(rng.uniform(0, first_dial_within))
     while True:
@@ -93,7 +93,13 @@ async def supervise(
             # A peer that closes right after the upgrade keeps the backoff growing.
             backoff.reset()
         try:
-            ctx.recorder.leg_down(name, failure, age, attempt_started=leg.progress.evidence_since)
+            ctx.recorder.leg_down(
+                ctx.leg.name,
+                failure,
+                age,
+                attempt_started=leg.progress.evidence_since,
+                connection=ctx.connection,
+            )
         except Exception as exc:  # noqa: BLE001 - logged, redacted, below
             log.error("leg %s: recording a drop failed\n%s", name, redact_exception(exc))
         # A neighbour that came back while this attempt ran has already been announced:

@@ -27,6 +27,8 @@ class LegContext:
     lag: LoopLagMonitor
     resolver: Resolver
     neighbours: Neighbours | None = None
+    # Which of the leg's connections this is (0 .. connections-1): each runs on its own.
+    connection: int = 0
 
     async def pause(self, kind: Wait, seconds: float, since: float | None = None) -> bool:
         """Sleep, unless a neighbour's news (also news since ``since``, monotonic) says
@@ -34,7 +36,9 @@ class LegContext:
         if self.neighbours is None:
             await asyncio.sleep(seconds)
             return False
-        return await self.neighbours.wait(self.leg.name, kind, seconds, since=since)
+        return await self.neighbours.wait(
+            self.leg.name, kind, seconds, since=since, connection=self.connection
+        )
 
     def timed_out(self, phase: Phase, seconds: float, what: str) -> ProbeFailure:
         """The failure for a deadline passing in ``phase``; a DNS one is also counted."""

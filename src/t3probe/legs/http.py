@@ -49,7 +49,7 @@ class HttpLeg:
                 self.progress.evidence_since = ctx.clock.monotonic()
                 if self.progress.connected_at is None:
                     self.progress.connected_at = ctx.clock.monotonic()
-                    ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail())
+                    ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail(), ctx.connection)
                 elapsed = ctx.clock.monotonic() - started
                 # A neighbour's drop cuts the wait short: this leg checks the path now.
                 await ctx.pause(Wait.RECHECK, ctx.probe_config.heartbeat_seconds - elapsed)
@@ -85,7 +85,7 @@ class HttpLeg:
             # dialing puts an HTTP leg in its session as soon as the connection is up.
             seconds = budget if not connected else ctx.budget.watchdog
             raise ctx.timed_out(self.progress.phase, seconds, "GET") from err
-        ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started)
+        ctx.recorder.observe_rtt(ctx.leg.name, time.perf_counter() - started, ctx.connection)
         check_proof(self.progress)
         if not self._config.status_is_alive(status):
             raise ProbeFailure(Reason.HTTP_ERROR, f"status {status} outside the expected set")

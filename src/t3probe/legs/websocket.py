@@ -108,7 +108,7 @@ class WebSocketLeg:
         now = ctx.clock.monotonic()
         self.progress.connected_at = now
         self._heartbeats.start(now)
-        ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail())
+        ctx.recorder.leg_up(ctx.leg.name, self.progress.up_detail(), ctx.connection)
         await first_failure(self._read(ws), self._heartbeat(ws), self._watchdog())
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -119,7 +119,7 @@ class WebSocketLeg:
                 rtt = self._heartbeats.on_text(message.data, now)
                 if rtt is not None:
                     self.progress.evidence_since = now
-                    self._ctx.recorder.observe_rtt(self._ctx.leg.name, rtt)
+                    self._ctx.recorder.observe_rtt(self._ctx.leg.name, rtt, self._ctx.connection)
                     lost = self._heartbeats.take_lost()
                     if lost:
                         self._ctx.recorder.heartbeats_lost(self._ctx.leg.name, lost)
