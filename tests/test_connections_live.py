@@ -32,7 +32,7 @@ class SharedEcho:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         assert request.transport is not None
-        self.transports.append(request.transport)  # type: ignore[arg-type]
+        self.transports.append(request.transport)
         async for message in ws:
             await ws.send_str(message.data)
         return ws
