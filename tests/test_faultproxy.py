@@ -208,6 +208,48 @@ async def test_reset_rsts_existing_and_new_connections(
     await round_trip(reader, writer)
 
 
+async def test_reset_share_rsts_every_other_connection_and_every_other_new_one(
+    proxy: FaultProxy, target: TcpTarget, connect: Connect
+) -> None:
+    links = [await connect(proxy.port) for _ in range(4)]
+    for reader, writer in links:
+        await round_trip(reader, writer)
+    with proxy.reset_share(2):
+        for index, (reader, writer) in enumerate(links):
+            if index % 2 == 0:  # the first, third...: in the order they were accepted
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(reader.read(1), 2)
+            else:
+                await round_trip(reader, writer)
+        with pytest.raises(ConnectionResetError):
+            await connect_and_read(connect, proxy.port)  # the first new one is taken
+        reader, writer = await connect(proxy.port)  # the second is not
+        await round_trip(reader, writer)
+    reader, writer = await connect(proxy.port)
+    await round_trip(reader, writer)
+
+
+async def test_blackhole_share_holds_only_its_share_and_delivers_after(
+    proxy: FaultProxy, connect: Connect, time_unit: float
+) -> None:
+    links = [await connect(proxy.port) for _ in range(3)]
+    for reader, writer in links:
+        await round_trip(reader, writer)
+    with proxy.blackhole_share(3):
+        (held_reader, held_writer), *flowing = links
+        held_writer.write(b"held")
+        await assert_silent(held_reader, time_unit)
+        for reader, writer in flowing:
+            await round_trip(reader, writer)
+    assert await asyncio.wait_for(held_reader.readexactly(4), 2) == b"held"
+
+
+@pytest.mark.parametrize("every", [1, 65, "half", True])
+async def test_a_share_must_be_every_nth_connection(proxy: FaultProxy, every: object) -> None:
+    with pytest.raises(ValueError, match=r"every must be a whole number within 2\.\.64"):
+        proxy.set_fault("reset_share", every=every)
+
+
 async def test_refuse_then_listen_again_on_same_port(proxy: FaultProxy, connect: Connect) -> None:
     port = proxy.port
     reader, writer = await connect(port)
@@ -343,6 +385,8 @@ async def test_every_fault_is_held_as_its_enum_member(proxy: FaultProxy) -> None
     params: dict[ProxyFault, dict[str, object]] = {
         ProxyFault.LATENCY: {"ms": 1},
         ProxyFault.HALF_OPEN: {"direction": "upstream"},
+        ProxyFault.RESET_SHARE: {"every": 2},
+        ProxyFault.BLACKHOLE_SHARE: {"every": 3},
     }
     for fault in ProxyFault:
         proxy.set_fault(fault.value, **params.get(fault, {}))

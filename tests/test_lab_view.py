@@ -99,6 +99,36 @@ def test_many_legs_still_leave_the_verdict_on_screen() -> None:
     assert any("more legs: see /verdict" in line for line in lines)
 
 
+def test_a_partial_leg_shows_its_connections_and_the_verdict_its_blast_radius() -> None:
+    partial = dataclasses.replace(
+        JUST_BACK, state="partial", connections=4, connections_up=2, reason="reset"
+    )
+    state = dataclasses.replace(
+        _state(partial),
+        verdict={
+            "verdict": "suspect",
+            "suspects": ["traefik", "dispatch"],
+            "blast_radius": {"traefik": 0.5, "dispatch": 0.5},
+        },
+    )
+    lines = _screen(state)
+    assert max(len(line) for line in lines) <= WIDTH
+    text = "\n".join(lines)
+    assert "cloudflare partial" in text and "(2/4 up)" in text
+    assert "(blast radius: traefik 0.5, dispatch 0.5)" in text
+    whole = dataclasses.replace(state, verdict={**state.verdict, "blast_radius": {"wan": 1.0}})
+    assert "blast radius" not in "\n".join(_screen(whole))  # all of it: nothing to add
+
+
+def test_events_of_several_connections_name_the_connection_and_bursts_their_share() -> None:
+    down = {"at": 1_800_000_000.0, "leg": "internal", "kind": "down", "reason": "reset",
+            "detail": "", "connection": 2}  # fmt: skip
+    assert event_text(down, indexed=True).endswith("internal[2] down reset")
+    assert event_text(down).endswith("internal down reset")
+    burst = {**down, "kind": "burst", "connection": None, "dropped": 2, "of": 4}
+    assert event_text(burst, indexed=True).endswith("internal burst: 2 of 4 connections")
+
+
 def test_event_details_are_one_short_readable_line() -> None:
     short = short_detail(RAW_DETAIL)
     assert "\n" not in short and len(short) <= 48

@@ -182,6 +182,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="HTTP API for injecting faults by hand, GET /lab for how (default: %(default)s)",
     )
+    lab.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        metavar="N",
+        help="connections per WebSocket leg, 1..64; with several, inject"
+        " lb/reset_share to see a partial fault's blast radius (default: %(default)s)",
+    )
     lab.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     attribute = commands.add_parser(
@@ -391,7 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from t3probe.lab.cli import run_lab
 
         return run_lab(
-            scenarios=args.scenario, listen=args.listen, list_only=args.list, control=args.control
+            scenarios=args.scenario,
+            listen=args.listen,
+            list_only=args.list,
+            control=args.control,
+            connections=args.connections,
         )
     from t3probe.attribute.cli import run_attribute
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from t3probe.config import parse_listen
+from t3probe.config import MAX_CONNECTIONS_PER_LEG, parse_listen
 from t3probe.daemon import ListenError, stop_on_signals
 from t3probe.lab.control import TARGETS, LabControl, make_control_app
 from t3probe.lab.scenarios import SCENARIOS, Outcome, run_scenario, select
@@ -53,7 +53,13 @@ async def _scripted(lab: Lab, names: Sequence[str], out: TextIO) -> int:
         return 1
     out.write(f"{'scenario':<18}{'phase':<10}{'expected':<46} {'observed':<46} result\n")
     outcomes: list[Outcome] = []
+    base = lab.connections
     for scenario in scenarios:
+        if await lab.use_connections(scenario.connections or base) and not (
+            await _wait_until_all_up(lab)
+        ):
+            out.write(f"lab: the legs did not come back after the reload for {scenario.name}\n")
+            return 1
         for outcome in await run_scenario(scenario, lab.parts, lab.probe.recorder):
             outcomes.append(outcome)
             result = "ok" if outcome.matched else "MISMATCH"
@@ -124,19 +130,23 @@ async def _interactive(
 
 
 async def _main(
-    scenarios: Sequence[str] | None, listen: str, control_listen: str, out: TextIO
+    scenarios: Sequence[str] | None,
+    listen: str,
+    control_listen: str,
+    out: TextIO,
+    connections: int = 1,
 ) -> int:
     recent: collections.deque[str] = collections.deque(maxlen=RECENT_EVENTS)
     tty = out.isatty()
 
     def on_line(line: str) -> None:
-        text = event_text(json.loads(line))
+        text = event_text(json.loads(line), indexed=lab.connections > 1)
         recent.append(text)
         if scenarios is None and not tty:
             out.write(text + "\n")
             out.flush()
 
-    lab = Lab(listen, emit_line=on_line)
+    lab = Lab(listen, emit_line=on_line, connections=connections)
     try:
         await lab.start()
     except (OSError, ListenError) as err:
@@ -155,6 +165,7 @@ def run_lab(
     listen: str,
     list_only: bool = False,
     control: str = "127.0.0.1:9109",
+    connections: int = 1,
 ) -> int:
     if list_only:
         return _list_scenarios(sys.stdout)
@@ -174,6 +185,12 @@ def run_lab(
         except ValueError as err:
             print(f"t3probe lab: {flag}: {err}", file=sys.stderr)
             return 2
+    if not 1 <= connections <= MAX_CONNECTIONS_PER_LEG:
+        print(
+            f"t3probe lab: --connections: {connections} is not within 1..{MAX_CONNECTIONS_PER_LEG}",
+            file=sys.stderr,
+        )
+        return 2
     # Per-request access lines from the lab's own servers would bury the live view.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return asyncio.run(_main(scenarios, listen, control, sys.stdout))
+    return asyncio.run(_main(scenarios, listen, control, sys.stdout, connections))

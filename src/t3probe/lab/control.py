@@ -17,7 +17,7 @@ from aiohttp import web
 
 from t3probe.echo import valid_close_code
 from t3probe.lab.backend import MAX_SLOW_MS
-from t3probe.lab.faultproxy import MAX_LATENCY_MS, ProxyFault
+from t3probe.lab.faultproxy import MAX_LATENCY_MS, MAX_SHARE_EVERY, ProxyFault
 from t3probe.lab.topology import LB_ADDRESS, LabParts
 
 PROXY_FAULTS = tuple(fault.value for fault in ProxyFault)
@@ -33,6 +33,8 @@ PARAMETERS: dict[str, dict[str, str]] = {
     "latency": {"ms": "added round trip in milliseconds, 0..60000 (default 100)"},
     "slow": {"ms": "how late the backend answers, in milliseconds, 1..60000 (default 500)"},
     "half_open": {"direction": "the direction still forwarded: upstream or downstream"},
+    "reset_share": {"every": "reset every n-th connection, existing and new, 2..64 (default 2)"},
+    "blackhole_share": {"every": "hold every n-th connection, existing and new, 2..64 (default 2)"},
     "close": {"code": "the WebSocket close code sent (default 1012)"},
     "lie": {"address": f"the IP address every DoH answer carries (default {LB_ADDRESS})"},
 }
@@ -123,6 +125,11 @@ class LabControl:
                 if direction not in ("upstream", "downstream"):
                     raise ValueError(f"direction={direction!r} must be upstream or downstream")
                 kwargs["direction"] = direction
+            if fault in ("reset_share", "blackhole_share"):
+                every = _number("every", params.get("every", "2"), 2, MAX_SHARE_EVERY)
+                if every != int(every):
+                    raise ValueError(f"every={params['every']!r} must be a whole number")
+                kwargs["every"] = int(every)
             self.clear(target)
             proxy.set_fault(fault, **kwargs)
         elif target == "dispatch":

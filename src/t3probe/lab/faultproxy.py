@@ -8,7 +8,11 @@ bounded by the reader's buffer, the queue and the transport's write high-water m
 whatever the peers do; a slow side is throttled by TCP back-pressure, not buffered.
 
 Faults (one at a time per proxy) apply at once to existing *and* new connections and
-are reverted on exit. They are context managers for scripts, and ``set_fault`` /
+are reverted on exit. The ``*_share`` faults take only every n-th connection of each
+client address (in the order they were accepted, and every n-th new one while active):
+an LB that spreads each client's connections over its backends and lost some of them, so
+a probe holding several connections sees what share of users it hurts.
+They are context managers for scripts, and ``set_fault`` /
 ``clear_fault`` for a hand-driven control endpoint.
 
 Listening is a plain non-blocking socket with ``loop.add_reader`` rather than an
@@ -42,6 +46,8 @@ class ProxyFault(enum.StrEnum):
     REFUSE = "refuse"
     HALF_OPEN = "half_open"
     CLOSE = "close"
+    RESET_SHARE = "reset_share"
+    BLACKHOLE_SHARE = "blackhole_share"
 
 
 FAULT_NAMES = frozenset(fault.value for fault in ProxyFault)
@@ -50,6 +56,7 @@ Direction = Literal["upstream", "downstream"]
 CHUNK_BYTES = 16 * 1024
 QUEUE_CHUNKS = 8
 MAX_LATENCY_MS = 60_000.0
+MAX_SHARE_EVERY = 64
 CONNECT_TIMEOUT_SECONDS = 10.0
 BACKLOG = 128
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -64,7 +71,10 @@ class Fault:
 _PARAMETERS: dict[ProxyFault, set[str]] = {
     ProxyFault.LATENCY: {"ms"},
     ProxyFault.HALF_OPEN: {"direction"},
+    ProxyFault.RESET_SHARE: {"every"},
+    ProxyFault.BLACKHOLE_SHARE: {"every"},
 }
+_SHARED = frozenset({ProxyFault.RESET_SHARE, ProxyFault.BLACKHOLE_SHARE})
 # Faults that RST every connection, existing and new.
 _RESETTING = frozenset({ProxyFault.RESET, ProxyFault.REFUSE})
 
@@ -97,6 +107,15 @@ def _validate(raw_name: str, params: Mapping[str, object]) -> Fault:
                 f"half_open direction must be upstream or downstream, got {direction!r}"
             )
         return Fault(name, {"direction": direction})
+    if name in _SHARED:
+        raw = params["every"]
+        text = str(raw)
+        if isinstance(raw, bool) or not text.isdigit() or not 2 <= int(text) <= MAX_SHARE_EVERY:
+            raise ValueError(
+                f"{name.value} every must be a whole number within 2..{MAX_SHARE_EVERY}"
+                f" (every n-th connection), got {raw!r}"
+            )
+        return Fault(name, {"every": int(text)})
     return Fault(name)
 
 
@@ -127,8 +146,15 @@ def _fin_writer(writer: asyncio.StreamWriter) -> None:
 class _Link:
     """One proxied connection."""
 
-    def __init__(self, client: asyncio.StreamWriter) -> None:
+    def __init__(self, client: asyncio.StreamWriter, serial: int = 0, peer: str = "") -> None:
         self.client = client
+        # The client's address: a share fault counts each client's connections apart.
+        self.peer = peer
+        # Its place in accept order: a share fault picks connections by it.
+        self.serial = serial
+        # Cleared while a blackhole_share holds this connection alone.
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.target: asyncio.StreamWriter | None = None
         self.done = asyncio.Event()
         self.queued_bytes = 0
@@ -164,8 +190,12 @@ class FaultProxy:
         target_port: int,
         *,
         name: str = "proxy",
+        source_host: str | None = None,
     ) -> None:
         self.name = name
+        # The address connections to the target come from (an edge's egress address), so
+        # the next hop can tell this proxy's connections from others'.
+        self._source = None if source_host is None else (source_host, 0)
         self._listen_host = listen_host
         self._port = listen_port
         self._target = (target_host, target_port)
@@ -174,6 +204,8 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._total_accepted = 0
+        # Per client address, connections accepted while the current share fault is active.
+        self._accepted_in_fault: dict[str, int] = {}
         self._fault: Fault | None = None
         self._one_way_delay = 0.0
         # Set while the direction may flow; cleared by blackhole / half_open.
@@ -250,6 +282,8 @@ class FaultProxy:
         self._one_way_delay = 0.0
         self._upstream_open.set()
         self._downstream_open.set()
+        for link in self._links:
+            link.flowing.set()
         if fault.name is ProxyFault.REFUSE and self._loop is not None:
             self._listen()
 
@@ -295,6 +329,20 @@ class FaultProxy:
             yield
 
     @contextlib.contextmanager
+    def reset_share(self, every: int) -> Iterator[None]:
+        """RST every ``every``-th connection now, and every ``every``-th new one while
+        active: a share of the LB's backends dying (2: half the connections)."""
+        with self._scoped(ProxyFault.RESET_SHARE, every=every):
+            yield
+
+    @contextlib.contextmanager
+    def blackhole_share(self, every: int) -> Iterator[None]:
+        """Forward nothing on every ``every``-th connection, existing and new, keeping
+        its sockets open; the rest flow as before."""
+        with self._scoped(ProxyFault.BLACKHOLE_SHARE, every=every):
+            yield
+
+    @contextlib.contextmanager
     def _scoped(self, name: ProxyFault, **params: object) -> Iterator[None]:
         if self._fault is not None:
             # Scripts stack faults by mistake; silently replacing one would hide it.
@@ -327,6 +375,29 @@ class FaultProxy:
         elif fault.name is ProxyFault.CLOSE:
             for link in list(self._links):
                 link.close()
+        elif fault.name in _SHARED:
+            self._accepted_in_fault = {}
+            every = int(fault.params["every"])
+            by_peer: dict[str, list[_Link]] = {}
+            for link in sorted(self._links, key=lambda link: link.serial):
+                by_peer.setdefault(link.peer, []).append(link)
+            chosen = [link for links in by_peer.values() for link in links[::every]]
+            for link in chosen:
+                if fault.name is ProxyFault.RESET_SHARE:
+                    link.reset()
+                else:
+                    link.flowing.clear()
+
+    def _share_takes_next(self, peer: str) -> ProxyFault | None:
+        """Whether the active share fault takes the connection just accepted from ``peer``."""
+        fault = self._fault
+        if fault is None or fault.name not in _SHARED:
+            return None
+        if peer not in self._accepted_in_fault and len(self._accepted_in_fault) >= BACKLOG:
+            self._accepted_in_fault.clear()  # bounded: a scan from many addresses
+        count = self._accepted_in_fault.get(peer, 0)
+        self._accepted_in_fault[peer] = count + 1
+        return fault.name if count % int(fault.params["every"]) == 0 else None
 
     # --- listening -----------------------------------------------------------------
 
@@ -364,7 +435,7 @@ class FaultProxy:
             if self._listener is None:
                 return
             try:
-                sock, _ = self._listener.accept()
+                sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -374,7 +445,9 @@ class FaultProxy:
                 return
             self._total_accepted += 1
             fault = self._fault.name if self._fault is not None else None
-            if fault in _RESETTING:
+            peer = str(address[0])
+            share = self._share_takes_next(peer)
+            if fault in _RESETTING or share is ProxyFault.RESET_SHARE:
                 _rst_socket(sock)
                 continue
             if fault is ProxyFault.CLOSE:
@@ -383,13 +456,15 @@ class FaultProxy:
                 sock.close()
                 continue
             sock.setblocking(False)
-            task = self._loop.create_task(self._serve(sock))
+            task = self._loop.create_task(
+                self._serve(sock, peer, held=share is ProxyFault.BLACKHOLE_SHARE)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     # --- forwarding ----------------------------------------------------------------
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, peer: str, held: bool = False) -> None:
         try:
             client_reader, client_writer = await asyncio.open_connection(
                 sock=sock, limit=CHUNK_BYTES
@@ -397,16 +472,19 @@ class FaultProxy:
         except BaseException:
             sock.close()
             raise
-        link = _Link(client_writer)
+        link = _Link(client_writer, self._total_accepted, peer)
+        if held:
+            link.flowing.clear()
         self._links.add(link)
         pumps: list[asyncio.Task[None]] = []
         try:
             # A blackholed or one-way path would drop the SYN to the target as well.
             await self._upstream_open.wait()
+            await link.flowing.wait()
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                     target_reader, target_writer = await asyncio.open_connection(
-                        *self._target, limit=CHUNK_BYTES
+                        *self._target, limit=CHUNK_BYTES, local_addr=self._source
                     )
             except (OSError, TimeoutError):
                 link.reset()  # the client learns at once that the target is gone
@@ -458,6 +536,7 @@ class FaultProxy:
         try:
             while True:
                 await gate.wait()
+                await link.flowing.wait()
                 data = await src.read(CHUNK_BYTES)
                 link.queued_bytes += len(data)
                 await queue.put((loop.time(), data))
@@ -482,6 +561,7 @@ class FaultProxy:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await gate.wait()
+                await link.flowing.wait()
                 link.queued_bytes -= len(data)
                 if not data:
                     if dst.can_write_eof():

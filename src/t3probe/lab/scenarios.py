@@ -49,6 +49,8 @@ class Scenario:
     # after the second drop, that the verdict names ``suspects``.
     flap_seconds: float = 0.0
     min_share: float = 0.9
+    # Connections per WebSocket leg the scenario needs (None: whatever the lab runs).
+    connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,21 @@ async def _edge_latency(parts: LabParts, stack: contextlib.ExitStack) -> None:
 
 async def _backend_slow(parts: LabParts, stack: contextlib.ExitStack) -> None:
     stack.enter_context(parts.backend.slow(500))
+
+
+async def _lb_reset_half(parts: LabParts, stack: contextlib.ExitStack) -> None:
+    stack.enter_context(parts.lb.reset_share(2))
+
+
+def _half_the_connections_burst(recorder: Recorder) -> str | None:
+    """Half the connections crossing the LB failed, and a leg said so as one burst."""
+    blast = recorder.verdict.blast_radius
+    off = {s: blast.get(s) for s in LB_OR_DISPATCH if not 0.4 <= blast.get(s, 0.0) <= 0.6}
+    if off:
+        return f"blast radius {off}, not about 0.5"
+    if not any(e.kind == "burst" for e in recorder.events.since(None)):
+        return "no burst event yet"
+    return None
 
 
 def _leg_is(leg: str, *, up: bool, reason: str | None = None) -> Check:
@@ -258,6 +275,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         "degraded",
         ("t3serve",),
         check=_rtt_at_least("t3serve", 0.5),
+    ),
+    # Last: it reloads the probe with four connections per WebSocket leg.
+    Scenario(
+        "lb_partial",
+        "4 connections per WebSocket leg; the LB resets every other one (half its backends)",
+        _lb_reset_half,
+        "suspect",
+        LB_OR_DISPATCH,
+        check=_half_the_connections_burst,
+        connections=4,
     ),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)

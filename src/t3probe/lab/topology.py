@@ -56,7 +56,8 @@ class LabParts:
     pki: Pki
 
 
-def lab_config(parts: LabParts, listen: str) -> ProbeConfig:
+def lab_config(parts: LabParts, listen: str, connections: int = 1) -> ProbeConfig:
+    """The reference legs against the lab; each WebSocket leg holds ``connections``."""
     url = f"wss://{LAB_HOST}:{parts.lb.port}/probe/ws"
     ca_file = str(parts.pki.ca_cert)
     return build_config(
@@ -80,6 +81,7 @@ def lab_config(parts: LabParts, listen: str) -> ProbeConfig:
                     # The LB's address in a DoH answer would mean the CDN leg collapsed
                     # onto the internal route.
                     "forbid_addresses": [f"{LB_ADDRESS}/32"],
+                    "connections": connections,
                 },
                 {
                     "name": "internal",
@@ -88,6 +90,7 @@ def lab_config(parts: LabParts, listen: str) -> ProbeConfig:
                     "resolver": {"kind": "pinned", "address": LB_ADDRESS},
                     "segments": ["traefik", "dispatch"],
                     "ca_file": ca_file,
+                    "connections": connections,
                 },
                 {
                     "name": "t3serve",
@@ -105,7 +108,11 @@ async def _proxies_on_one_port(dispatch_port: int) -> tuple[FaultProxy, FaultPro
     for _ in range(PORT_ATTEMPTS):
         lb = FaultProxy(LB_ADDRESS, 0, SERVICE_ADDRESS, dispatch_port, name="lb")
         await lb.start()
-        edge = FaultProxy(EDGE_ADDRESS, lb.port, LB_ADDRESS, lb.port, name="edge")
+        # The edge reaches the LB from its own address, as a CDN's egress does: the LB
+        # (and its share faults) tells the CDN leg's connections from the internal ones.
+        edge = FaultProxy(
+            EDGE_ADDRESS, lb.port, LB_ADDRESS, lb.port, name="edge", source_host=EDGE_ADDRESS
+        )
         try:
             await edge.start()
         except OSError as err:
@@ -121,9 +128,14 @@ class Lab:
     """Every part of the topology plus the probe; start() and stop() own their lifetimes."""
 
     def __init__(
-        self, listen: str = "127.0.0.1:9108", emit_line: Callable[[str], None] | None = None
+        self,
+        listen: str = "127.0.0.1:9108",
+        emit_line: Callable[[str], None] | None = None,
+        connections: int = 1,
     ) -> None:
         self._listen = listen
+        # Connections per WebSocket leg.
+        self.connections = connections
         self._emit_line = emit_line
         self._stack = contextlib.AsyncExitStack()
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -155,12 +167,22 @@ class Lab:
         self._stack.push_async_callback(backend.stop)
         self.parts = LabParts(dispatch, lb, edge, doh, backend, pki)
         self.probe = Probe(
-            lab_config(self.parts, self._listen),
+            lab_config(self.parts, self._listen, self.connections),
             registry=CollectorRegistry(),
             emit_line=self._emit_line,
         )
         await self.probe.start()
         self._stack.push_async_callback(self.probe.stop)
+
+    async def use_connections(self, connections: int) -> bool:
+        """Reload the probe with ``connections`` per WebSocket leg (those legs restart);
+        False when it already holds that many."""
+        assert self.probe is not None and self.parts is not None
+        if connections == self.connections:
+            return False
+        await self.probe.apply(lab_config(self.parts, self._listen, connections))
+        self.connections = connections
+        return True
 
     async def stop(self) -> None:
         await self._stack.aclose()

@@ -49,6 +49,8 @@ class LegView:
     last_drop_ago: float | None = None
     back_for: float | None = None
     flap_drops: int = 0
+    connections: int = 1
+    connections_up: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def snapshot(probe: Probe) -> ViewState:
                     now - at <= config.effective_flap_window and reason not in NON_PATH_REASONS
                     for at, reason in drops
                 ),
+                connections=leg["connections"],
+                connections_up=leg["connections_up"],
             )
         )
     return ViewState(
@@ -131,6 +135,9 @@ def verdict_line(verdict: dict[str, Any]) -> str:
     text = f"verdict: {verdict['verdict']}"
     if suspects:
         text += " → " + ", ".join(suspects)
+    blast = verdict.get("blast_radius") or {}
+    if any(share < 1 for share in blast.values()):
+        text += "  (blast radius: " + ", ".join(f"{s} {v:g}" for s, v in blast.items()) + ")"
     if verdict.get("unexplained"):
         text += f"  (unexplained failing legs: {', '.join(verdict['unexplained'])})"
     if verdict.get("unobserved"):
@@ -169,7 +176,8 @@ def _leg_lines(leg: LegView) -> list[str]:
     return [
         f"{leg.name:<11}{leg.state:<8}{_duration(leg.for_seconds):>6}  {_rtt(leg.last_rtt):>9}"
         f"  {leg.reason or '-':<21}{leg.drops}",
-        f"  {leg.status}: {' > '.join(leg.segments)}",
+        f"  {leg.status}: {' > '.join(leg.segments)}"
+        + (f"  ({leg.connections_up}/{leg.connections} up)" if leg.connections > 1 else ""),
     ]
 
 
@@ -222,11 +230,17 @@ def clock_with_zone(at: float) -> str:
     return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}{offset[:3]}:{offset[3:]}"
 
 
-def event_text(payload: dict[str, Any]) -> str:
-    """One JSON event line as a short human-readable line."""
+def event_text(payload: dict[str, Any], indexed: bool = False) -> str:
+    """One JSON event line as a short human-readable line; ``indexed`` names the
+    connection (legs holding several)."""
     stamp = clock_with_zone(payload["at"])
     if payload.get("kind") == "verdict":
         return f"{stamp} {verdict_line(payload)}"
+    leg = payload["leg"]
+    if indexed and payload.get("connection") is not None:
+        leg += f"[{payload['connection']}]"
+    if payload.get("kind") == "burst":
+        return f"{stamp} {leg} burst: {payload['dropped']} of {payload['of']} connections"
     reason = f" {payload['reason']}" if payload.get("reason") else ""
     detail = f" ({short_detail(payload['detail'])})" if payload.get("detail") else ""
-    return f"{stamp} {payload['leg']} {payload['kind']}{reason}{detail}"
+    return f"{stamp} {leg} {payload['kind']}{reason}{detail}"
