@@ -140,6 +140,10 @@ async def test_a_hard_fault_after_slowness_is_a_fault_that_mentions_it(
     )
     assert "verdict: infra fault — suspect segments wan, cf_edge, cf_tunnel" in out, out
     assert "  slow before it: wan, cf_edge, cf_tunnel degraded from " in out, out
+    # Without the config: the probe's own convictions and slow segments, same story.
+    code, doc = await ask(recorded, at(h.SLOW_DROP + 3), config=None)
+    assert code == 3 and doc["suspects"] == ["cf_edge", "cf_tunnel", "wan"], doc["incident"]
+    assert doc["incident"]["slow_before"]["suspects"] == ["cf_edge", "cf_tunnel", "wan"]
     # Asked inside the slowness before the drop: slow, and the fault follows.
     code, doc = await ask(recorded, at(h.SLOW_DROP - 5), window=30)
     assert code == 5 and doc["suspects"] == cdn, doc["incident"]

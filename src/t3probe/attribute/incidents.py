@@ -105,6 +105,7 @@ def _probe_suspects(incident: Incident, evidence: Evidence) -> list[Incident]:
                 verdict=verdict,
                 legs=_legs_in(incident, evidence, start, end) if len(parts) > 1 else incident.legs,
                 ongoing=incident.ongoing and index == len(parts) - 1,
+                slow_before=incident.slow_before if index == 0 else None,
             )
         )
     return pieces
