@@ -25,7 +25,14 @@ from tests.support.attribute import (
     namespace,
 )
 from tests.support.env import TIME_UNIT
-from tests.support.harness import Peer, free_port, leg, probe_config, running_probe
+from tests.support.harness import (
+    Peer,
+    eventually,
+    free_port,
+    leg,
+    probe_config,
+    running_probe,
+)
 
 
 async def test_events_source_answers_clean_fault_and_no_data(topology: Topology) -> None:
@@ -60,6 +67,32 @@ async def test_events_source_answers_clean_fault_and_no_data(topology: Topology)
     )
     assert code == 4
     assert out.rstrip().splitlines()[-1] == f"verdict: {NO_DATA_SENTENCE}"
+
+
+async def test_events_source_names_a_slow_leg_degraded_not_a_fault(topology: Topology) -> None:
+    probe = topology.probe
+    # The default warm-up is five answered heartbeats: then slowness can be judged.
+    await eventually(
+        lambda: (probe.metric("t3probe_rtt_seconds_count", leg="edge") or 0) >= 6,
+        within=5 * TIME_UNIT,
+    )
+    after = len(probe.events)
+    # Late, but well below the watchdog: the leg stays up.
+    topology.edge.echo_delay = 0.15 * TIME_UNIT
+    slow = await probe.wait_for("edge", "degraded", after=after)
+    # Asked a moment later, as a person would: /events' times are rounded to the ms.
+    await asyncio.sleep(0.3 * TIME_UNIT)
+    code, doc = await invoke_json(namespace(slow.at + 0.1, window=2.0, events=topology.probe_url))
+    assert code == 5, doc
+    assert (doc["outcome"], doc["verdict"]) == ("degraded", "degraded")
+    # The core leg crosses "core" fast: only the edge leg's own segments are slow.
+    assert doc["suspects"] == ["wan", "edge"]
+    assert doc["incident"]["legs"] == [{"leg": "edge", "status": "degraded", "reasons": []}]
+    assert doc["incident"]["start"]["unix"] == pytest.approx(slow.at, abs=0.002)
+    code, out, _ = await invoke(namespace(slow.at + 0.1, window=2.0, events=topology.probe_url))
+    assert "verdict: degraded (slow, not down) — slow segments wan, edge" in out, out
+    assert "infra fault" not in out
+    assert not [event for event in probe.events if event.kind == "down"]
 
 
 async def test_events_source_through_the_sync_entry_point(topology: Topology) -> None:

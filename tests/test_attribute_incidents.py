@@ -80,6 +80,76 @@ async def test_two_incidents_40_s_apart_answer_by_time(recorded: Recorded) -> No
     assert "began 10 s after" in text_out and "(the nearest incident)" in text_out
 
 
+async def test_a_slow_cdn_leg_reads_degraded_not_a_fault(recorded: Recorded) -> None:
+    at = recorded.at
+    cdn = ["wan", "cf_edge", "cf_tunnel"]
+    code, doc = await ask(recorded, at(h.SLOW + 90))
+    assert code == 5, doc
+    assert (doc["outcome"], doc["verdict"], doc["suspects"]) == ("degraded", "degraded", cdn)
+    incident = doc["incident"]
+    assert incident["verdict"] == "degraded" and incident["seconds_from_at"] == 0
+    assert incident["legs"] == [{"leg": "cloudflare", "status": "degraded", "reasons": []}]
+    assert incident["start"]["unix"] == pytest.approx(at(h.SLOW), abs=0.01)
+    # Three minutes slow outlast what is read past the window: still slow there.
+    assert incident["ongoing"] is True
+    # The suspects' evidence queries run for slowness too (memory pressure slows first).
+    assert incident["evidence"] and "fired" not in {c["status"] for c in incident["evidence"]}
+    legs = {leg["leg"]: leg for leg in doc["legs"]}
+    assert legs["cloudflare"]["status"] == "degraded"
+    assert legs["cloudflare"]["connected_throughout"] is True
+
+    code, out, _ = await invoke(
+        namespace(at(h.SLOW + 90), prometheus=recorded.prom.url, config=str(recorded.config))
+    )
+    assert code == 5
+    assert (
+        "verdict: degraded (slow, not down) — slow segments wan, cf_edge, cf_tunnel"
+        " (degraded: leg cloudflare)"
+    ) in out, out
+    assert "infra fault" not in out
+
+    # The scrape that saw it recovered, then the attribution window the probe holds it.
+    code, doc = await ask(recorded, at(h.SLOW_END + 5))
+    assert code == 5 and doc["incident"]["ongoing"] is False, doc["incident"]
+    assert doc["incident"]["end"]["unix"] == pytest.approx(at(h.SLOW_END + 20), abs=0.01)
+
+    # Without the config, the segments the probe itself found slow name the suspects.
+    code, doc = await ask(recorded, at(h.SLOW + 90), config=None)
+    assert code == 5, doc
+    assert doc["suspects"] == ["cf_edge", "cf_tunnel", "wan"], doc["incident"]
+
+
+async def test_a_hard_fault_after_slowness_is_a_fault_that_mentions_it(
+    recorded: Recorded,
+) -> None:
+    at = recorded.at
+    cdn = ["wan", "cf_edge", "cf_tunnel"]
+    code, doc = await ask(recorded, at(h.SLOW_DROP + 3))
+    assert code == 3, doc
+    assert (doc["outcome"], doc["verdict"], doc["suspects"]) == ("infra_fault", "suspect", cdn)
+    incident = doc["incident"]
+    assert incident["start"]["unix"] == pytest.approx(at(h.SLOW_DROP), abs=0.01)
+    assert incident["legs"] == [{"leg": "cloudflare", "status": "failing", "reasons": ["reset"]}]
+    before = incident["slow_before"]
+    assert before["suspects"] == cdn
+    # First seen at the scrape after it began (scrapes fall on even seconds).
+    assert before["start"]["unix"] == pytest.approx(at(h.SLOW_DROP - 30), abs=h.SCRAPE)
+    assert before["end"]["unix"] == pytest.approx(at(h.SLOW_DROP), abs=0.01)
+    code, out, _ = await invoke(
+        namespace(at(h.SLOW_DROP + 3), prometheus=recorded.prom.url, config=str(recorded.config))
+    )
+    assert "verdict: infra fault — suspect segments wan, cf_edge, cf_tunnel" in out, out
+    assert "  slow before it: wan, cf_edge, cf_tunnel degraded from " in out, out
+    # Without the config: the probe's own convictions and slow segments, same story.
+    code, doc = await ask(recorded, at(h.SLOW_DROP + 3), config=None)
+    assert code == 3 and doc["suspects"] == ["cf_edge", "cf_tunnel", "wan"], doc["incident"]
+    assert doc["incident"]["slow_before"]["suspects"] == ["cf_edge", "cf_tunnel", "wan"]
+    # Asked inside the slowness before the drop: slow, and the fault follows.
+    code, doc = await ask(recorded, at(h.SLOW_DROP - 5), window=30)
+    assert code == 5 and doc["suspects"] == cdn, doc["incident"]
+    assert [i["verdict"] for i in doc["incidents"]] == ["degraded", "suspect"]
+
+
 async def test_without_the_config_the_probe_convictions_split_the_incidents(
     recorded: Recorded,
 ) -> None:

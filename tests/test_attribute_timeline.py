@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from t3probe.attribute import eventsource
-from t3probe.attribute.incidents import incidents
+from t3probe.attribute.incidents import incidents, sentence
 from t3probe.attribute.model import TimePoint, window_for
 from t3probe.attribute.timeline import Change, LegHistory, lead, replay
-from t3probe.attribution import Policy, VerdictName
+from t3probe.attribution import LegStatus, Policy, VerdictName
 from t3probe.reasons import Reason
 
 CDN = ("wan", "cf_edge", "cf_tunnel", "traefik", "dispatch")
@@ -101,3 +103,122 @@ def test_events_source_two_faults_give_two_answers() -> None:
         evidence = eventsource.evidence("u", window, verdict, {"events": events}, T0 + 300, 80.0)
         found = incidents(evidence, POLICY)
         assert found.lead is not None and found.lead.suspects == wanted, found.incidents
+
+
+def test_a_slow_cdn_leg_is_a_degraded_incident_not_a_fault() -> None:
+    """Three minutes slow, never down: one incident of its own kind, the CDN segments."""
+    legs = [
+        LegHistory("cloudflare", CDN, T0, True, slow=((T0 + 60, T0 + 240),)),
+        history("internal", LB),
+        history("t3serve", ("t3serve",)),
+    ]
+    result = replay(legs, T0, T0 + 400, POLICY)
+    assert [(i.verdict, i.suspects) for i in result.incidents] == [
+        (VerdictName.DEGRADED, ("wan", "cf_edge", "cf_tunnel"))
+    ]
+    (slow,) = result.incidents
+    # Slowness counts for the attribution window after it was last seen, as live.
+    assert slow.start == T0 + 60
+    assert slow.end == pytest.approx(T0 + 240 + POLICY.window, abs=0.01)
+    assert [(leg.name, leg.status, leg.reasons) for leg in slow.legs] == [
+        ("cloudflare", LegStatus.DEGRADED, ())
+    ]
+    assert sentence(slow).startswith("degraded (slow, not down) — slow segments wan, cf_edge")
+    assert "fault" not in sentence(slow)
+
+
+def test_a_slow_leg_no_segment_explains_is_degraded_without_suspects() -> None:
+    legs = [
+        LegHistory("cloudflare", CDN, T0, True, slow=((T0 + 60, T0 + 90),)),
+        history("wan_twin", CDN),
+    ]
+    (slow,) = replay(legs, T0, T0 + 200, POLICY).incidents
+    assert (slow.verdict, slow.suspects) == (VerdictName.DEGRADED, ())
+    assert "no segment explains it" in sentence(slow)
+
+
+def test_a_hard_fault_after_slowness_says_the_path_was_slow_first() -> None:
+    cdn = (*CDN[:3],)
+    legs = [
+        LegHistory(
+            "cloudflare",
+            CDN,
+            T0,
+            True,
+            changes=(Change(T0 + 90, False, Reason.RESET), Change(T0 + 100, True)),
+            slow=((T0 + 60, T0 + 90),),
+        ),
+        history("internal", LB),
+    ]
+    result = replay(legs, T0, T0 + 200, POLICY)
+    slow, fault = result.incidents
+    assert (slow.verdict, slow.suspects, slow.start, slow.end) == (
+        VerdictName.DEGRADED,
+        cdn,
+        T0 + 60,
+        T0 + 90,
+    )
+    assert (fault.verdict, fault.suspects, fault.start) == (VerdictName.SUSPECT, cdn, T0 + 90)
+    assert fault.slow_before is slow
+    assert sentence(fault).startswith("infra fault — suspect segments wan, cf_edge, cf_tunnel")
+    # The fault's hold ends a window after the leg came back: the slowness before the drop
+    # is older than that, so the path is clean again, not "degraded".
+    assert result.steps[-1].verdict.verdict is VerdictName.INFRA_CLEAN
+
+
+def test_events_source_degraded_recovered_and_a_down_ending_slowness() -> None:
+    segments = {"cloudflare": CDN, "internal": LB}
+    legs = {
+        name: {"state": "up", "since": T0 - 100, "segments": list(segs)}
+        for name, segs in segments.items()
+    }
+    legs["cloudflare"]["since"] = T0 + 100
+    verdict = {"at": T0 + 300, "legs": legs}
+    events: list[dict[str, object]] = [
+        {"leg": leg, "kind": kind, "at": T0 + offset, "reason": reason}
+        for leg, kind, offset, reason in (
+            ("cloudflare", "up", -100, None),
+            ("internal", "up", -100, None),
+            ("cloudflare", "degraded", 60, None),
+            ("cloudflare", "down", 90, "reset"),
+            ("cloudflare", "up", 100, None),
+            ("cloudflare", "degraded", 200, None),
+            ("cloudflare", "recovered", 230, None),
+        )
+    ]
+    window = window_for(TimePoint(T0 + 150), 300.0, T0 + 300)
+    evidence = eventsource.evidence("u", window, verdict, {"events": events}, T0 + 300, 80.0)
+    (cloudflare, _) = evidence.histories
+    # The down ended the first slowness: no "recovered" needed, as in the live probe.
+    assert cloudflare.slow == ((T0 + 60, T0 + 90), (T0 + 200, T0 + 230))
+    # Slowness events are not drops, nor ups.
+    assert [c.at for c in cloudflare.changes] == [T0 - 100, T0 + 90, T0 + 100]
+    assert [e.drop_total for e in evidence.legs] == [1, 0]
+    found = incidents(evidence, POLICY)
+    cdn = ("wan", "cf_edge", "cf_tunnel")
+    assert [(i.verdict, i.suspects, i.start) for i in found.incidents] == [
+        (VerdictName.DEGRADED, cdn, T0 + 60),
+        (VerdictName.SUSPECT, cdn, T0 + 90),
+        (VerdictName.DEGRADED, cdn, T0 + 200),
+    ]
+    assert found.incidents[2].end == pytest.approx(T0 + 250, abs=0.01)
+
+
+def test_a_hard_fault_reads_as_before_while_another_leg_is_slow() -> None:
+    """The backend slow throughout the CDN fault: the fault's suspects are the fault's."""
+    legs = two_faults()
+    legs[2] = LegHistory("t3serve", ("t3serve",), T0, True, slow=((T0 + 50, T0 + 80),))
+    result = replay(legs, T0, T0 + 180, POLICY)
+    slow, cdn, *_ = result.incidents
+    assert (slow.verdict, slow.suspects, slow.start) == (
+        VerdictName.DEGRADED,
+        ("t3serve",),
+        T0 + 50,
+    )
+    assert (cdn.verdict, cdn.suspects) == (VerdictName.SUSPECT, ("wan", "cf_edge", "cf_tunnel"))
+    assert [leg.name for leg in cdn.legs] == ["cloudflare"]
+    # The slowness is no cause of this fault (other segments): said apart, not blended in.
+    assert cdn.slow_meanwhile == ("t3serve",) and cdn.slow_before is None
+    assert sentence(cdn) == (
+        "infra fault — suspect segments wan, cf_edge, cf_tunnel (failing: leg cloudflare)"
+    )

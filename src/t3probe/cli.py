@@ -199,8 +199,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Per-leg evidence around TIME, the probe's verdict replayed over it and"
         " split into incidents, answering with the incident at (or nearest) TIME and the"
         " evidence queries that fired for its suspect segments; from Prometheus or a"
-        " probe's /events. Exit 0: all legs clean; 3: infra fault; 4: no data; 2: bad input;"
-        " 1: the source could not be queried.",
+        " probe's /events. Exit 0: all legs clean; 3: infra fault; 5: infra degraded (slow,"
+        " not down); 4: no data; 2: bad input; 1: the source could not be queried.",
     )
     attribute.add_argument(
         "--at",

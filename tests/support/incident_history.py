@@ -11,10 +11,15 @@ kube-state-metrics would have exported, with faults at known times (seconds afte
   traefik pod restarts OOM-killed just before it;
 - a backend fault at :data:`BACKEND` (``t3serve`` down 15 s, ``rtt_timeout``) while
   memory pressure on the backend host stalls 34 % of wall time from BACKEND - 30 s to
-  BACKEND + 60 s.
+  BACKEND + 60 s;
+- the CDN leg slow but never down for three minutes from :data:`SLOW`
+  (``t3probe_leg_degraded``);
+- the CDN leg slow from :data:`SLOW_DROP` - 30 s, then dropping at :data:`SLOW_DROP`
+  (``reset``, back 10 s later): slowness before a hard fault.
 
-The probe's own convictions (``t3probe_segment_suspected``) are those its live verdict
-would have exported: :data:`CONVICTED`.
+The probe's own convictions (``t3probe_segment_suspected``) and slow segments
+(``t3probe_segment_degraded``) are those its live verdict would have exported:
+:data:`CONVICTED`, :data:`SLOWED`.
 
 No ``node_pressure_io_stalled_seconds_total`` and no
 ``kube_deployment_status_observed_generation``: those evidence queries are "not
@@ -31,7 +36,10 @@ FIRST = 60.0
 CDN = 200.4
 LB = CDN + 40.0
 BACKEND = 400.0
-END = 600.0
+SLOW = 480.0
+SLOW_END = SLOW + 180.0
+SLOW_DROP = 720.0
+END = 800.0
 STALL_SHARE = 0.34
 PROBE = {"job": "t3probe", "instance": "probe:9108"}
 NODE = {"job": "node", "instance": "backend:9100"}
@@ -45,7 +53,11 @@ RESTART_AT = LB - 1.0
 
 # leg → [(down at, up at, reason)]
 OUTAGES: dict[str, list[tuple[float, float, str]]] = {
-    "cloudflare": [(CDN, CDN + 25, "reset"), (LB, LB + 10, "reset")],
+    "cloudflare": [
+        (CDN, CDN + 25, "reset"),
+        (LB, LB + 10, "reset"),
+        (SLOW_DROP, SLOW_DROP + 10, "reset"),
+    ],
     "internal": [(LB + 0.3, LB + 10, "reset")],
     "t3serve": [(BACKEND, BACKEND + 15, "rtt_timeout")],
 }
@@ -54,6 +66,16 @@ CONVICTED = [
     (CDN, LB + 0.3, ("wan", "cf_edge", "cf_tunnel")),
     (LB + 0.3, LB + 30, ("traefik", "dispatch")),
     (BACKEND, BACKEND + 35, ("t3serve",)),
+    (SLOW_DROP, SLOW_DROP + 30, ("wan", "cf_edge", "cf_tunnel")),
+]
+# leg → [(slow from, until)]: ``t3probe_leg_degraded`` is 1 meanwhile; a drop ends it.
+DEGRADED: dict[str, list[tuple[float, float]]] = {
+    "cloudflare": [(SLOW, SLOW_END), (SLOW_DROP - 30, SLOW_DROP)],
+}
+# (from, until, segments) the live probe found slow: held a window after the slowness.
+SLOWED = [
+    (SLOW, SLOW_END + 20, ("wan", "cf_edge", "cf_tunnel")),
+    (SLOW_DROP - 30, SLOW_DROP, ("wan", "cf_edge", "cf_tunnel")),
 ]
 SEGMENTS = {
     "cloudflare": ["wan", "cf_edge", "cf_tunnel", "traefik", "dispatch"],
@@ -125,13 +147,23 @@ def openmetrics(origin: float) -> str:
     family("t3probe_connected", "gauge", connected)
     family("t3probe_disconnects", "counter", drops)
     family("t3probe_last_disconnect_timestamp_seconds", "gauge", stamps)
-    suspected: list[Sample] = []
-    for segment in dict.fromkeys(s for segments in SEGMENTS.values() for s in segments):
+    degraded: list[Sample] = []
+    for leg in OUTAGES:
         for at in _scrapes():
-            on = any(a <= at < b and segment in segs for a, b, segs in CONVICTED)
-            labels = {**PROBE, "segment": segment}
-            suspected.append(("t3probe_segment_suspected", labels, 1.0 if on else 0.0, at))
-    family("t3probe_segment_suspected", "gauge", suspected)
+            on = any(a <= at < b for a, b in DEGRADED.get(leg, []))
+            labels = {**PROBE, "leg": leg}
+            degraded.append(("t3probe_leg_degraded", labels, 1.0 if on else 0.0, at))
+    family("t3probe_leg_degraded", "gauge", degraded)
+    for metric, spells in (
+        ("t3probe_segment_suspected", CONVICTED),
+        ("t3probe_segment_degraded", SLOWED),
+    ):
+        flags: list[Sample] = []
+        for segment in dict.fromkeys(s for segments in SEGMENTS.values() for s in segments):
+            for at in _scrapes():
+                on = any(a <= at < b and segment in segs for a, b, segs in spells)
+                flags.append((metric, {**PROBE, "segment": segment}, 1.0 if on else 0.0, at))
+        family(metric, "gauge", flags)
 
     stalled: list[Sample] = []
     oom: list[Sample] = []

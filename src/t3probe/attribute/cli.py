@@ -28,9 +28,12 @@ EXIT_SOURCE_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_INFRA_FAULT = 3
 EXIT_NO_DATA = 4
+# Slow, not down: neither a hard fault (3) nor clean (0), which it must not read as.
+EXIT_DEGRADED = 5
 EXIT_CODES: dict[Outcome, int] = {
     "clean": EXIT_CLEAN,
     "infra_fault": EXIT_INFRA_FAULT,
+    "degraded": EXIT_DEGRADED,
     "no_data": EXIT_NO_DATA,
 }
 # Every request has its own deadline; this bounds the whole answer, queued requests included.
@@ -176,8 +179,15 @@ def _answer(window_finding: Finding, found: incidents.Incidents) -> Finding:
     if lead is None:
         return window_finding
     failing = tuple(leg.name for leg in lead.legs)
+    statuses = window_finding.leg_status
     if lead.verdict is VerdictName.PROBE_UNHEALTHY:
         outcome: Outcome = "no_data"
+    elif lead.verdict is VerdictName.DEGRADED:
+        outcome = "degraded"
+        # The window is judged up/down only: its slow legs read "healthy" there.
+        slow = {leg.name: leg.status for leg in lead.legs}
+        statuses = tuple((name, slow.get(name, status)) for name, status in statuses)
+        failing = ()
     else:
         outcome = "infra_fault"
     return Finding(
@@ -186,7 +196,7 @@ def _answer(window_finding: Finding, found: incidents.Incidents) -> Finding:
         incidents.sentence(lead),
         suspects=lead.suspects,
         failing=failing,
-        leg_status=window_finding.leg_status,
+        leg_status=statuses,
     )
 
 

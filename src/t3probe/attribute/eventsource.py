@@ -11,17 +11,20 @@ the suspects are computed here by the probe's own engine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from t3probe.attribute.model import Drop, Evidence, LegEvidence, SourceError, Window
-from t3probe.attribute.timeline import Change, LegHistory
+from t3probe.attribute.timeline import Change, LegHistory, slow_spans
 from t3probe.attribution import LinkState
 from t3probe.reasons import Reason
 
 # Beyond this, the probe's and our own clock disagree enough to shift the window.
 CLOCK_SKEW_NOTE_SECONDS = 2.0
+# A leg that stays up became slow / stopped being so: not changes of up or down.
+_SLOWNESS_KINDS = ("degraded", "recovered")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ def evidence(
 ) -> Evidence:
     current = _current_legs(verdict)
     parsed = _events(events)
+    slowness = [event for event in parsed if event.kind in _SLOWNESS_KINDS]
+    parsed = [event for event in parsed if event.kind not in _SLOWNESS_KINDS]
     names = list(current)
     names += sorted({event.leg for event in parsed} - set(current))
     legs = tuple(_leg(name, current.get(name), parsed, window) for name in names)
@@ -59,7 +64,10 @@ def evidence(
     # The history reaches past the window too, so an incident in it gets its real end.
     end = min(now, window.end + lead)
     histories = tuple(
-        _history(name, current.get(name), parsed, start, end, (segments or {}).get(name))
+        dataclasses.replace(
+            _history(name, current.get(name), parsed, start, end, (segments or {}).get(name)),
+            slow=_slow(name, parsed, slowness, start, end),
+        )
         for name in names
     )
     notes = []
@@ -116,6 +124,17 @@ def _history(
     return LegHistory(
         name, known, first, initial_up, reason if initial_up is False else None, changes
     )
+
+
+def _slow(
+    name: str, changes: list[_Event], slowness: list[_Event], start: float, end: float
+) -> tuple[tuple[float, float], ...]:
+    """The leg's slow spans in [start, end]: from its degraded/recovered events, a down
+    ending slowness as in the live probe (whose ``down`` says what happened)."""
+    marks = [(e.at, e.kind == "degraded") for e in slowness if e.leg == name]
+    downs = [e.at for e in changes if e.leg == name and e.kind == "down"]
+    spans = slow_spans(sorted(marks), downs, end)
+    return tuple((max(a, start), b) for a, b in spans if b > start)
 
 
 def _leg(name: str, current: _Current | None, events: list[_Event], window: Window) -> LegEvidence:
@@ -194,7 +213,11 @@ def _events(document: Any) -> list[_Event]:
         raise SourceError("the probe's /events has no 'events' list: is this a t3probe?")
     parsed = []
     for item in events:
-        if not isinstance(item, Mapping) or item.get("kind") not in ("up", "down"):
+        if not isinstance(item, Mapping) or item.get("kind") not in (
+            "up",
+            "down",
+            *_SLOWNESS_KINDS,
+        ):
             continue  # newer event kinds are not drops
         reason = _reason(item.get("reason"))
         at = _float(item.get("at"), "at")

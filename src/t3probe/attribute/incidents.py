@@ -36,10 +36,36 @@ def incidents(evidence: Evidence, policy: Policy) -> Incidents:
     result = replay(evidence.histories, start, end, policy)
     inside = [i for i in result.incidents if i.end > window.start and i.start <= window.end]
     from_probe = False
-    if not any(h.segments for h in evidence.histories) and evidence.probe_convictions:
-        inside = [part for i in inside for part in _probe_suspects(i, evidence)]
-        from_probe = True
+    if not any(h.segments for h in evidence.histories):
+        if evidence.probe_convictions:
+            inside = [
+                part
+                for i in inside
+                for part in (
+                    [i] if i.verdict is VerdictName.DEGRADED else _probe_suspects(i, evidence)
+                )
+            ]
+            from_probe = True
+        if evidence.probe_slow:
+            inside = [_probe_slow(i, evidence) for i in inside]
+            from_probe = True
     return Incidents(result, tuple(inside), lead(inside, window.at), from_probe)
+
+
+def _probe_slow(incident: Incident, evidence: Evidence) -> Incident:
+    """Without the legs' segments, a slowness's suspects are those the probe itself
+    found slow then (``t3probe_segment_degraded``); a fault keeps its own."""
+    if incident.slow_before is not None:
+        incident = dataclasses.replace(
+            incident, slow_before=_probe_slow(incident.slow_before, evidence)
+        )
+    if incident.verdict is not VerdictName.DEGRADED:
+        return incident
+    slack = 2 * (evidence.scrape_interval or 1.0)
+    slow = sorted(
+        {s for s, at in evidence.probe_slow if incident.start <= at <= incident.end + slack}
+    )
+    return dataclasses.replace(incident, suspects=tuple(slow)) if slow else incident
 
 
 def _probe_suspects(incident: Incident, evidence: Evidence) -> list[Incident]:
@@ -79,6 +105,7 @@ def _probe_suspects(incident: Incident, evidence: Evidence) -> list[Incident]:
                 verdict=verdict,
                 legs=_legs_in(incident, evidence, start, end) if len(parts) > 1 else incident.legs,
                 ongoing=incident.ongoing and index == len(parts) - 1,
+                slow_before=incident.slow_before if index == 0 else None,
             )
         )
     return pieces
@@ -111,6 +138,18 @@ def _legs_in(
 
 def sentence(incident: Incident) -> str:
     failing = [leg.name for leg in incident.legs]
+    if incident.verdict is VerdictName.DEGRADED:
+        slow_legs = f"degraded: {_names(failing)}"
+        if incident.suspects:
+            noun = "segment" if len(incident.suspects) == 1 else "segments"
+            return (
+                f"degraded (slow, not down) — slow {noun} {', '.join(incident.suspects)}"
+                f" ({slow_legs})"
+            )
+        return (
+            f"degraded (slow, not down) on the route of {_names(failing)} — no segment"
+            " explains it (fast legs cross them all), or the segments are unknown"
+        )
     if incident.verdict is VerdictName.PROBE_UNHEALTHY:
         return (
             f"no verdict — the probe itself stalled ({_names(failing)}):"

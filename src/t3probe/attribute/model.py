@@ -131,4 +131,6 @@ class Evidence:
     history_end: float | None = None
     # (segment, time) of each sample where the probe itself convicted the segment.
     probe_convictions: tuple[tuple[str, float], ...] = ()
+    # (segment, time) of each sample where the probe itself found the segment slow.
+    probe_slow: tuple[tuple[str, float], ...] = ()
     scrape_interval: float | None = None

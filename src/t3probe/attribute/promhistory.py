@@ -5,6 +5,10 @@ at ``t3probe_last_disconnect_timestamp_seconds`` (the exact time of the latest d
 given the reason whose ``t3probe_disconnects_total`` rose meanwhile. A drop and a
 reconnect between two scrapes (the counter rose, the gauge stayed 1) is a down and an up.
 An up is placed at the scrape that first saw it: Prometheus knows no better.
+
+``t3probe_leg_degraded`` is 1 while a leg is slow: a slow span runs from the scrape that
+first saw 1 to the scrape that saw 0, or to the drop that ended it (the probe resets the
+gauge when a leg drops).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from t3probe.attribute.model import Window
 from t3probe.attribute.promql import LegKey, Series, coverage_gaps
-from t3probe.attribute.timeline import Change, LegHistory
+from t3probe.attribute.timeline import Change, LegHistory, slow_spans
 from t3probe.reasons import Reason
 
 
@@ -30,6 +34,7 @@ def histories(
     end: float,
     interval: float | None,
     segments: Mapping[str, tuple[str, ...]],
+    degraded: Sequence[Series] = (),
 ) -> tuple[LegHistory, ...]:
     by_leg: dict[LegKey, list[tuple[float, float]]] = {}
     for one in connected:
@@ -45,6 +50,9 @@ def histories(
     stamps: dict[LegKey, list[tuple[float, float]]] = {}
     for one in drop_times:
         stamps.setdefault(_key(one.labels), []).extend(one.samples)
+    slow: dict[LegKey, list[tuple[float, bool]]] = {}
+    for one in degraded:
+        slow.setdefault(_key(one.labels), []).extend((at, v == 1) for at, v in one.samples)
     result = []
     span = Window(start, start, end, end)
     for key in sorted(by_leg):
@@ -54,6 +62,8 @@ def histories(
         # The leading and trailing "gaps" are before the first or after the last data.
         inner = tuple(gap for gap in gaps if gap[0] > start and gap[1] < end)
         tail = [gap for gap in gaps if gap[1] >= end and gap[0] > start]
+        changes = _changes(samples, reasons.get(key, []), sorted(stamps.get(key, [])))
+        downs = [change.at for change in changes if not change.up]
         result.append(
             LegHistory(
                 name,
@@ -61,9 +71,10 @@ def histories(
                 samples[0][0] if samples else None,
                 (samples[0][1] == 1) if samples else None,
                 None,
-                _changes(samples, reasons.get(key, []), sorted(stamps.get(key, []))),
+                changes,
                 inner,
                 last_data=tail[0][0] if tail else None,
+                slow=slow_spans(sorted(slow.get(key, [])), downs, end),
             )
         )
     return tuple(result)

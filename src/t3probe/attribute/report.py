@@ -49,6 +49,10 @@ def text(
     lines.append(f"verdict: {finding.sentence}")
     if found is not None and found.lead is not None:
         lines.append(f"  {_where(found.lead, evidence.window.at, tz)}")
+        if found.lead.slow_before is not None:
+            lines.append(f"  {_slow_before(found.lead.slow_before, tz)}")
+        if found.lead.slow_meanwhile:
+            lines.append(f"  also slow meanwhile: {', '.join(found.lead.slow_meanwhile)}")
         lines += [f"  {line}" for line in _check_lines(found.lead, checks, tz)]
         others = [i for i in found.incidents if i is not found.lead]
         if others:
@@ -88,6 +92,14 @@ def _where(incident: Incident, at: float, tz: dt.tzinfo) -> str:
         for leg in incident.legs
     )
     return f"incident {_span(incident, tz)}, {relation}; legs: {legs or '—'}"
+
+
+def _slow_before(slow: Incident, tz: dt.tzinfo) -> str:
+    what = ", ".join(slow.suspects) or ", ".join(leg.name for leg in slow.legs)
+    return (
+        f"slow before it: {what} degraded from {_clock(slow.start, tz)}"
+        f" to {_clock(slow.end, tz)} {_zone_at(slow.start, tz)}"
+    )
 
 
 def _check_lines(incident: Incident, checks: tuple[Check, ...], tz: dt.tzinfo) -> list[str]:
@@ -252,6 +264,14 @@ def _incident_json(
             for leg in incident.legs
         ],
         "evidence": [_check_json(check, tz) for check in checks],
+        # A fault's: the degraded incident that ran up to it (the path was slow first),
+        # and segments slow during it.
+        "slow_meanwhile": list(incident.slow_meanwhile),
+        "slow_before": (
+            None
+            if incident.slow_before is None
+            else _incident_json(incident.slow_before, at, tz, ())
+        ),
     }
 
 

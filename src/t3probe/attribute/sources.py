@@ -51,6 +51,8 @@ async def from_prometheus(
             ("h_counters", "t3probe_disconnects_total"),
             ("h_stamps", "t3probe_last_disconnect_timestamp_seconds"),
             ("h_suspected", "t3probe_segment_suspected"),
+            ("h_degraded", "t3probe_leg_degraded"),
+            ("h_slow", "t3probe_segment_degraded"),
         ):
             wanted[name] = (f"{metric}[{history}]", history_end)
         if not connected:
@@ -86,20 +88,27 @@ async def from_prometheus(
         history_end,
         h_interval,
         segments or {},
+        promql.parse_matrix(results["h_degraded"]),
     )
-    convictions = tuple(
-        (one.labels.get("segment", ""), at)
-        for one in promql.parse_matrix(results["h_suspected"])
-        for at, value in one.samples
-        if value == 1
-    )
+    convictions = _flagged(results["h_suspected"])
     return dataclasses.replace(
         found,
         histories=legs,
         history_start=start,
         history_end=history_end,
         probe_convictions=convictions,
+        probe_slow=_flagged(results["h_slow"]),
         scrape_interval=h_interval,
+    )
+
+
+def _flagged(data: Any) -> tuple[tuple[str, float], ...]:
+    """(segment, time) of each sample where a per-segment 0/1 gauge was 1."""
+    return tuple(
+        (one.labels.get("segment", ""), at)
+        for one in promql.parse_matrix(data)
+        for at, value in one.samples
+        if value == 1
     )
 
 

@@ -15,13 +15,20 @@ rechecked), which the live probe resolves at once: it joins what follows.
 
 Before a leg's first data, and inside its gaps, the leg is "unknown": no data is never
 evidence, for or against.
+
+Slowness is replayed as the live probe keeps it: a leg is degraded inside its slow spans
+while up, and counts as slow for the attribution window after a span ends (its recovery,
+or the drop that ended it). Runs of ``degraded`` verdicts (and of ``inconclusive`` ones
+that only slow legs cause) are incidents of their own kind, never mistaken for a fault:
+the path was slow, not broken. A fault that follows slowness keeps it as ``slow_before``.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from t3probe.attribution import (
@@ -46,6 +53,8 @@ FAULT_VERDICTS = frozenset(
 )
 # Bounds the work for a day-long window of a flapping leg.
 MAX_STEPS = 20_000
+# Bounds a leg's slow spans (a leg flickering around its threshold for a day).
+MAX_SLOW_SPANS = 2_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class LegHistory:
     gaps: tuple[tuple[float, float], ...] = ()
     # Where data ends (None: the end of the range).
     last_data: float | None = None
+    # [start, end) spans while the leg was degraded (slow or losing heartbeats).
+    slow: tuple[tuple[float, float], ...] = ()
 
     def observed_at(self, at: float) -> bool:
         if self.first_data is None or at < self.first_data:
@@ -110,6 +121,7 @@ class LegHistory:
         if up is None:
             return LegObservation(self.name, self.segments, "unknown", recent_drops=drops)
         if up:
+            degraded, slow_at = self._slowness(at)
             # Looking back, an up leg answered its heartbeats right up to this moment.
             return LegObservation(
                 self.name,
@@ -119,8 +131,42 @@ class LegHistory:
                 up_since=up_since,
                 recovered_from=recovered_from,
                 last_success_at=at,
+                degraded=degraded,
+                slow_at=slow_at,
             )
         return LegObservation(self.name, self.segments, "down", reason, recent_drops=drops)
+
+    def _slowness(self, at: float) -> tuple[bool, float | None]:
+        """Degraded now, and when last seen slow: as the live probe notes it at every slow
+        heartbeat, slow_at is now inside a span and the span's end after it."""
+        begun = bisect.bisect_right(self.slow, at, key=lambda span: span[0])
+        if not begun:
+            return False, None
+        end = self.slow[begun - 1][1]
+        return (True, at) if at < end else (False, end)
+
+
+def slow_spans(
+    marks: Sequence[tuple[float, bool]], downs: Sequence[float], end: float
+) -> tuple[tuple[float, float], ...]:
+    """A leg's slow spans from time-ordered marks (True: seen degraded, False: seen not)
+    and its drops: a drop ends slowness, as in the live probe, and a span still open at
+    ``end`` ends there."""
+    timeline = sorted([*marks, *((at, None) for at in downs)], key=lambda item: item[0])
+    spans: list[tuple[float, float]] = []
+    opened: float | None = None
+    for at, slow in timeline:
+        if at > end:
+            break
+        if slow and opened is None:
+            opened = at
+        elif not slow and opened is not None:
+            if at > opened:
+                spans.append((opened, at))
+            opened = None
+    if opened is not None and end > opened:
+        spans.append((opened, end))
+    return tuple(spans[-MAX_SLOW_SPANS:])
 
 
 @dataclass(frozen=True)
@@ -149,6 +195,10 @@ class Incident:
     legs: tuple[LegRole, ...]
     # The incident runs on past the end of the range.
     ongoing: bool = False
+    # A fault's: the degraded incident on its legs or segments that ran up to it (the
+    # path was slow first), and segments found slow during it (the engine's ``degraded``).
+    slow_before: Incident | None = None
+    slow_meanwhile: tuple[str, ...] = ()
 
     def distance(self, at: float) -> float:
         """Seconds from ``at`` to the incident: 0 inside, negative before it."""
@@ -178,7 +228,7 @@ def replay(histories: Sequence[LegHistory], start: float, end: float, policy: Po
     settled = _settle(steps)
     return Replay(
         tuple(settled),
-        _incidents(settled, histories, end),
+        _incidents(settled, histories, end, policy),
         max(start, min(firsts)) if firsts else None,
     )
 
@@ -199,12 +249,29 @@ def _points(
                 moments.add(change.at + policy.flap_window + _EPSILON)
         if history.last_data is not None:
             moments.add(history.last_data + _EPSILON)
+        for slow_start, slow_end in history.slow:
+            moments.update((slow_start, slow_end, slow_end + policy.window + _EPSILON))
     inside = sorted(moment for moment in moments if start <= moment < end)
     return inside[:MAX_STEPS]
 
 
 def _is_fault(step: Step) -> bool:
-    return step.verdict.verdict in FAULT_VERDICTS
+    verdict = step.verdict
+    if verdict.verdict is VerdictName.INCONCLUSIVE:
+        # Inconclusive because slow legs no segment explains: slowness, not a fault.
+        return any(status in CONVICTING for status in verdict.leg_status.values())
+    return verdict.verdict in FAULT_VERDICTS
+
+
+def _is_slow(step: Step) -> bool:
+    verdict = step.verdict
+    return verdict.verdict is VerdictName.DEGRADED or (
+        verdict.verdict is VerdictName.INCONCLUSIVE and not _is_fault(step)
+    )
+
+
+def _kind(step: Step) -> str | None:
+    return "fault" if _is_fault(step) else ("slow" if _is_slow(step) else None)
 
 
 def _settle(steps: list[Step]) -> list[Step]:
@@ -232,40 +299,71 @@ def _new_fault(previous: Step, step: Step) -> bool:
 
 
 def _incidents(
-    steps: list[Step], histories: Sequence[LegHistory], end: float
+    steps: list[Step], histories: Sequence[LegHistory], end: float, policy: Policy
 ) -> tuple[Incident, ...]:
     runs: list[list[Step]] = []
     for index, step in enumerate(steps):
-        if not _is_fault(step):
+        kind = _kind(step)
+        if kind is None:
             continue
         previous = steps[index - 1] if index else None
-        if previous is None or not _is_fault(previous) or _new_fault(previous, step):
+        if previous is None or _kind(previous) != kind or _new_fault(previous, step):
             runs.append([step])
         else:
             runs[-1].append(step)
-    return tuple(_incident(run, histories, end) for run in runs)
+    found: list[Incident] = []
+    for run in runs:
+        incident = _incident(run, histories, end)
+        before = found[-1] if found else None
+        if (
+            incident.verdict is not VerdictName.DEGRADED
+            and before is not None
+            and before.verdict is VerdictName.DEGRADED
+            # Slowness that was still held (or only just over) when the fault began.
+            and incident.start - before.end <= policy.window
+            and _related(before, incident)
+        ):
+            incident = dataclasses.replace(incident, slow_before=before)
+        found.append(incident)
+    return tuple(found)
+
+
+def _related(slow: Incident, fault: Incident) -> bool:
+    """Slowness on the fault's segments or legs: another route's is no prelude to it."""
+    if set(slow.suspects) & set(fault.suspects):
+        return True
+    return bool({leg.name for leg in slow.legs} & {leg.name for leg in fault.legs})
 
 
 def _incident(run: list[Step], histories: Sequence[LegHistory], end: float) -> Incident:
     start, stop = run[0].start, run[-1].end
     verdicts = [step.verdict for step in run]
     suspects = tuple(dict.fromkeys(s for verdict in verdicts for s in verdict.suspects))
-    kind = (
-        VerdictName.PROBE_UNHEALTHY
-        if verdicts[0].verdict is VerdictName.PROBE_UNHEALTHY
-        else (VerdictName.SUSPECT if suspects else VerdictName.INCONCLUSIVE)
-    )
+    if _is_slow(run[0]):
+        kind = VerdictName.DEGRADED
+    elif verdicts[0].verdict is VerdictName.PROBE_UNHEALTHY:
+        kind = VerdictName.PROBE_UNHEALTHY
+    else:
+        kind = VerdictName.SUSPECT if suspects else VerdictName.INCONCLUSIVE
+    wanted = {LegStatus.DEGRADED} if kind is VerdictName.DEGRADED else CONVICTING
     legs = []
     for history in histories:
         statuses = [verdict.leg_status.get(history.name) for verdict in verdicts]
-        convicting = [status for status in statuses if status in CONVICTING]
+        convicting = [status for status in statuses if status in wanted]
         stalled = [status for status in statuses if status is LegStatus.STALLED]
         chosen = (convicting or stalled or [None])[0]
         if chosen is None:
             continue
-        reasons = reasons_between(history, start, stop)
+        reasons = () if kind is VerdictName.DEGRADED else reasons_between(history, start, stop)
         legs.append(LegRole(history.name, chosen, reasons))
-    return Incident(start, stop, kind, suspects, tuple(legs), ongoing=stop >= end)
+    meanwhile = () if kind is VerdictName.DEGRADED else _union(v.degraded for v in verdicts)
+    return Incident(
+        start, stop, kind, suspects, tuple(legs), ongoing=stop >= end, slow_meanwhile=meanwhile
+    )
+
+
+def _union(groups: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for group in groups for item in group))
 
 
 def reasons_between(history: LegHistory, start: float, stop: float) -> tuple[Reason, ...]:

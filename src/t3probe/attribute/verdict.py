@@ -20,7 +20,9 @@ from t3probe.attribute.model import Evidence, LegEvidence
 from t3probe.attribution import LegObservation, LegStatus, VerdictName, compute_verdict
 from t3probe.reasons import Reason
 
-Outcome = Literal["clean", "infra_fault", "no_data"]
+# "degraded": the path was slow (not down) at the time, which a replayed incident shows;
+# the window alone never says so (it judges up and down only).
+Outcome = Literal["clean", "infra_fault", "degraded", "no_data"]
 
 NO_DATA_SENTENCE = "no data — the probe was not running / not scraped (cannot exonerate)"
 CLEAN_SENTENCE = "all legs clean — infra exonerated"
