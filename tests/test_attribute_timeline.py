@@ -204,6 +204,43 @@ def test_events_source_degraded_recovered_and_a_down_ending_slowness() -> None:
     assert found.incidents[2].end == pytest.approx(T0 + 250, abs=0.01)
 
 
+def test_events_of_several_connections_replay_as_the_legs_partial_outage() -> None:
+    """Half of each WebSocket leg's four connections reset: each connection's drop is a
+    drop, the leg is down from the first of them until the last is back, and the replay
+    convicts the shared segments (as the live probe did)."""
+    legs = {
+        name: {"state": "up", "since": T0 + 120, "segments": list(segs)}
+        for name, segs in {"cloudflare": CDN, "internal": LB}.items()
+    }
+    events: list[dict[str, object]] = [
+        {"leg": leg, "kind": "up", "at": T0 - 100, "reason": None, "connection": index}
+        for leg in ("cloudflare", "internal")
+        for index in range(4)
+    ]
+    for leg in ("cloudflare", "internal"):
+        events += [
+            {"leg": leg, "kind": "down", "at": T0 + 100, "reason": "reset", "connection": 0},
+            {"leg": leg, "kind": "down", "at": T0 + 100.002, "reason": "reset", "connection": 2},
+            {"leg": leg, "kind": "burst", "at": T0 + 101, "reason": "reset", "connection": None},
+            {"leg": leg, "kind": "up", "at": T0 + 101, "reason": None, "connection": 0},
+            {"leg": leg, "kind": "up", "at": T0 + 102, "reason": None, "connection": 2},
+        ]
+    verdict = {"at": T0 + 300, "legs": legs}
+    window = window_for(TimePoint(T0 + 100), 300.0, T0 + 300)
+    evidence = eventsource.evidence("u", window, verdict, {"events": events}, T0 + 300, 80.0)
+    _, internal = evidence.histories
+    assert [(c.at, c.up) for c in internal.changes] == [
+        (T0 - 100, True),  # four connections coming up are one leg coming up
+        (T0 + 100, False),
+        (T0 + 102, True),
+    ]
+    assert [e.drop_total for e in evidence.legs] == [2, 2]
+    found = incidents(evidence, POLICY)
+    assert [(i.verdict, i.suspects) for i in found.incidents] == [
+        (VerdictName.SUSPECT, ("traefik", "dispatch"))
+    ]
+
+
 def test_a_hard_fault_reads_as_before_while_another_leg_is_slow() -> None:
     """The backend slow throughout the CDN fault: the fault's suspects are the fault's."""
     legs = two_faults()

@@ -34,6 +34,9 @@ class _Event:
     at: float
     reason: Reason | None
     drop: Drop
+    # Whether it changed the leg's state: with several connections, the leg goes down
+    # with the first of them to drop and comes up when the last of those is back.
+    transition: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def _history(
     segments: tuple[str, ...] | None,
 ) -> LegHistory:
     """The leg's changes from ``start``, and its state then (see :func:`_leg`)."""
-    own = sorted((e for e in events if e.leg == name), key=lambda e: e.at)
+    own = sorted((e for e in events if e.leg == name and e.transition), key=lambda e: e.at)
     before = [e for e in own if e.at < start]
     inside = [e for e in own if start <= e.at <= end]
     initial_up: bool | None
@@ -132,15 +135,17 @@ def _slow(
     """The leg's slow spans in [start, end]: from its degraded/recovered events, a down
     ending slowness as in the live probe (whose ``down`` says what happened)."""
     marks = [(e.at, e.kind == "degraded") for e in slowness if e.leg == name]
-    downs = [e.at for e in changes if e.leg == name and e.kind == "down"]
+    downs = [e.at for e in changes if e.leg == name and e.kind == "down" and e.transition]
     spans = slow_spans(sorted(marks), downs, end)
     return tuple((max(a, start), b) for a, b in spans if b > start)
 
 
 def _leg(name: str, current: _Current | None, events: list[_Event], window: Window) -> LegEvidence:
     own = sorted((e for e in events if e.leg == name), key=lambda e: e.at)
-    before = [e for e in own if e.at < window.start]
-    inside = [e for e in own if window.start <= e.at <= window.end]
+    before = [e for e in own if e.at < window.start and e.transition]
+    # Every connection's drop is a drop (a user cut off); the state follows the leg's.
+    every = [e for e in own if window.start <= e.at <= window.end]
+    inside = [e for e in every if e.transition]
     state_at_start: LinkState
     reason_at_start: Reason | None
     if current is not None and current.since <= window.start:
@@ -153,7 +158,7 @@ def _leg(name: str, current: _Current | None, events: list[_Event], window: Wind
         # The buffer does not reach back to the window: the probe was not running, or
         # the ring buffer has moved on.
         state_at_start, reason_at_start = "unknown", None
-    drops = tuple(e.drop for e in inside if e.kind == "down")
+    drops = tuple(e.drop for e in every if e.kind == "down")
     known_start = state_at_start != "unknown"
     state, reason = state_at_start, reason_at_start
     if inside:
@@ -212,6 +217,9 @@ def _events(document: Any) -> list[_Event]:
     if not isinstance(events, list):
         raise SourceError("the probe's /events has no 'events' list: is this a t3probe?")
     parsed = []
+    # Per leg, its connections seen down and not back up since, and its latest change.
+    down: dict[str, set[int]] = {}
+    last: dict[str, str] = {}
     for item in events:
         if not isinstance(item, Mapping) or item.get("kind") not in (
             "up",
@@ -230,7 +238,22 @@ def _events(document: Any) -> list[_Event]:
             age_seconds=_optional_float(item.get("age_seconds")),
             last_rtt_seconds=_optional_float(item.get("last_rtt_seconds")),
         )
-        parsed.append(_Event(str(item.get("leg")), str(item["kind"]), at, reason, drop))
+        leg, kind = str(item.get("leg")), str(item["kind"])
+        transition = True
+        if kind in ("up", "down"):
+            # Before connections, an event had no index: the leg's one connection.
+            connection = item.get("connection", 0)
+            held = down.setdefault(leg, set())
+            was_whole = not held
+            if kind == "down":
+                held.add(connection if isinstance(connection, int) else 0)
+                transition = was_whole
+            else:
+                held.discard(connection if isinstance(connection, int) else 0)
+                transition = not held and last.get(leg) != "up"
+            if transition:
+                last[leg] = kind
+        parsed.append(_Event(leg, kind, at, reason, drop, transition))
     return parsed
 
 
