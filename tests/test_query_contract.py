@@ -15,6 +15,8 @@ GAUGES = {
     "t3probe_segment_suspected",
     "t3probe_segment_degraded",
     "t3probe_leg_degraded",
+    "t3probe_leg_connections",
+    "t3probe_leg_connections_up",
     "t3probe_leg_info",
     "t3probe_build_info",
     "t3probe_verdict",
