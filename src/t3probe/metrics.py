@@ -6,7 +6,6 @@ import ipaddress
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
     Histogram,
     PlatformCollector,
@@ -24,6 +23,7 @@ from t3probe.config import (
     PinnedResolverConfig,
     ProbeConfig,
 )
+from t3probe.leanmetrics import LeanCounter, LeanGauge, LeanHistogram
 from t3probe.reasons import CONNECT_PHASES, DnsFailure, Reason
 from t3probe.redact import redact_url
 
@@ -45,88 +45,88 @@ def server_label(server: str) -> str:
 class ProbeMetrics:
     def __init__(self, registry: CollectorRegistry, config: ProbeConfig) -> None:
         self.registry = registry
-        self.connected = Gauge(
+        self.connected = LeanGauge(
             "t3probe_connected",
             "1 while the leg is up; with several connections, the share of them that are up",
             ["leg"],
-            registry=registry,
+            registry,
         )
-        self.connections = Gauge(
+        self.connections = LeanGauge(
             "t3probe_leg_connections",
             "Connections the leg holds over its route (its configured connections)",
             ["leg"],
-            registry=registry,
+            registry,
         )
-        self.connections_up = Gauge(
+        self.connections_up = LeanGauge(
             "t3probe_leg_connections_up",
             "Connections of the leg that are up",
             ["leg"],
-            registry=registry,
+            registry,
         )
-        self.disconnects = Counter(
+        self.disconnects = LeanCounter(
             "t3probe_disconnects",
             "Outages: a leg going down, by the reason that took it down",
             ["leg", "reason"],
-            registry=registry,
+            registry,
         )
-        self.reconnect_failures = Counter(
+        self.reconnect_failures = LeanCounter(
             "t3probe_reconnect_failures",
             "Failed reconnect attempts of a leg that is already down, by reason",
             ["leg", "reason"],
-            registry=registry,
+            registry,
         )
-        self.rtt = Histogram(
+        self.rtt = LeanHistogram(
             "t3probe_rtt_seconds",
             "Heartbeat round trip: WebSocket echo or HTTP GET",
             ["leg"],
+            registry,
             buckets=RTT_BUCKETS,
-            registry=registry,
         )
-        self.connection_age = Histogram(
+        self.connection_age = LeanHistogram(
             "t3probe_connection_age_seconds",
             "Age of a WebSocket connection when it died",
             ["leg"],
+            registry,
             buckets=AGE_BUCKETS,
-            registry=registry,
         )
-        self.last_disconnect = Gauge(
+        self.last_disconnect = LeanGauge(
             "t3probe_last_disconnect_timestamp_seconds",
             "Unix time of the leg's last death",
             ["leg"],
-            registry=registry,
+            registry,
         )
-        self.connect_duration = Histogram(
+        self.connect_duration = LeanHistogram(
             "t3probe_connect_duration_seconds",
             "Duration of each connection phase: dns, tcp, tls, upgrade (WebSocket)",
             ["leg", "phase"],
+            registry,
             buckets=CONNECT_BUCKETS,
-            registry=registry,
         )
-        self.dns_failures = Counter(
+        self.dns_failures = LeanCounter(
             "t3probe_dns_failures",
             "Resolver failures, also those hidden by serving a stale answer",
             ["leg", "reason"],
-            registry=registry,
+            registry,
         )
-        self.doh_server_up = Gauge(
+        self.doh_server_up = LeanGauge(
             "t3probe_doh_server_up",
             "0 while the DoH server's last exchange failed (it sits out a back-off), else 1",
             ["leg", "server"],
-            registry=registry,
+            registry,
         )
         # Which servers each leg's series were made for, so a reload can remove them.
         self._doh_servers: dict[str, tuple[str, ...]] = {}
-        self.leg_degraded = Gauge(
+        self.leg_degraded = LeanGauge(
             "t3probe_leg_degraded",
             "1 while the leg is up but slow (RTT above its threshold) or losing heartbeats",
             ["leg"],
-            registry=registry,
+            registry,
         )
-        self.heartbeats_lost = Counter(
+        self.heartbeats_lost = LeanCounter(
             "t3probe_heartbeats_lost",
             "Heartbeats never answered while the connection stayed up (overtaken by a newer echo)",
             ["leg"],
-            registry=registry,
+            registry,
         )
         self.segment_degraded = Gauge(
             "t3probe_segment_degraded",
@@ -152,11 +152,11 @@ class ProbeMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
-        self.leg_info = Gauge(
+        self.leg_info = LeanGauge(
             "t3probe_leg_info",
             "Static description of each leg (role: path, or wall for a wall-off guard)",
             ["leg", "kind", "resolver", "role"],
-            registry=registry,
+            registry,
         )
         self.build_info = Gauge(
             "t3probe_build_info", "Build information", ["version"], registry=registry
