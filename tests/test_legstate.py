@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from t3probe.attribution import compute_verdict
+from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.legstate import RECENT_DROPS_PER_LEG, LegRecord
 from t3probe.reasons import Reason
 
@@ -127,3 +129,20 @@ def test_a_healthy_leg_vouches_as_of_its_stalest_connection() -> None:
         record.mark_up(1.0, 100.0, index)
         record.mark_success(0.5, 101.0 + index, index)
     assert record.observation().last_success_at == 100.5
+
+
+def test_a_connection_back_from_a_long_outage_counts_in_the_blast_radius_while_convicting() -> None:
+    # Down longer than the window, back up at 200: the leg convicts its segments for the
+    # window after (hysteresis), and the connection that was down is what it convicts on.
+    # A suspect with a blast radius of 0 would say no connection crossing it failed.
+    record = LegRecord.with_connections("ws", ("lb",), 2, 0.0, RttTracker(DegradationPolicy()))
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 1)
+    record.mark_down(Reason.RESET, 2.0, 102.0, index=1)
+    record.mark_down(Reason.RESET, 50.0, 150.0, index=1)
+    record.mark_up(100.0, 200.0, 1)
+    verdict = compute_verdict([record.observation(now=205.0, window=20.0)], 205.0, 20.0)
+    assert (verdict.verdict, verdict.suspects) == ("suspect", ("lb",))
+    assert verdict.blast_radius == {"lb": 0.5}
+    # Once the window is over, the leg clears and so does its failure.
+    assert record.observation(now=221.0, window=20.0).failed_connections == 0

@@ -100,8 +100,9 @@ class LegObservation:
     slow_at: float | None = None
     # A leg of several connections (``connections: N``) is down while any of them is:
     # ``connections_up`` of them still work (None: all, when up; none, when down), and
-    # ``failed_connections`` are down for a path reason or dropped for one within the
-    # window (None: all of them while the leg is failing, else none).
+    # ``failed_connections`` are down for a path reason or were failing for one (dropped,
+    # or back from it) within the window (None: all of them while the leg is failing,
+    # else none).
     connections: int = 1
     connections_up: int | None = None
     failed_connections: int | None = None

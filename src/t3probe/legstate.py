@@ -28,9 +28,10 @@ class ConnectionRecord:
     since: float = 0.0
     last_failure_at: float | None = None
     last_success_at: float | None = None
-    # Monotonic time of its latest drop for a path reason: it counts in the blast radius
-    # for the attribution window after.
-    last_path_drop_at: float | None = None
+    # Monotonic time it was last seen failing for a path reason (its drop, or its return
+    # from that outage): it counts in the blast radius for the attribution window after,
+    # as long as the leg's own hysteresis keeps it convicting.
+    last_path_failure_at: float | None = None
 
 
 @dataclass
@@ -82,6 +83,8 @@ class LegRecord:
         conn = self.connection(index)
         if conn is None or conn.state == "up":
             return False
+        if conn.state == "down" and conn.reason not in NON_PATH_REASONS:
+            conn.last_path_failure_at = monotonic
         conn.state, conn.reason, conn.since = "up", None, wall
         self._settle(wall, monotonic)
         return True
@@ -111,7 +114,7 @@ class LegRecord:
             # Down since the drop: a reconnect meeting another failure is the same outage.
             conn.since = wall
             if reason not in NON_PATH_REASONS:
-                conn.last_path_drop_at = monotonic
+                conn.last_path_failure_at = monotonic
         conn.state, conn.reason = "down", reason
         self._settle(wall, monotonic)
         return was_up
@@ -145,12 +148,12 @@ class LegRecord:
             conn.last_success_at = monotonic - rtt
 
     def failed_connections(self, now: float, window: float) -> int:
-        """Connections down for a path reason, or that dropped for one within ``window``."""
+        """Connections down for a path reason, or failing for one within ``window``."""
         return sum(
             1
             for c in self.connections
             if (c.state == "down" and c.reason not in NON_PATH_REASONS)
-            or (c.last_path_drop_at is not None and now - c.last_path_drop_at <= window)
+            or (c.last_path_failure_at is not None and now - c.last_path_failure_at <= window)
         )
 
     def observation(self, now: float = 0.0, window: float = 0.0) -> LegObservation:
