@@ -146,3 +146,21 @@ def test_a_connection_back_from_a_long_outage_counts_in_the_blast_radius_while_c
     assert verdict.blast_radius == {"lb": 0.5}
     # Once the window is over, the leg clears and so does its failure.
     assert record.observation(now=221.0, window=20.0).failed_connections == 0
+
+
+def test_a_leg_whose_down_connections_are_back_is_not_down_while_others_never_reported() -> None:
+    # Start-up: connection 1 failed its first dial and came back while connection 3 has
+    # not dialled yet (a thousand connections queue at the dial gate). No connection is
+    # down: the leg is not "down" with a stale reason (failing, to attribution, for as
+    # long as the queue takes), it is unknown until every connection has reported.
+    record = _four()
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 2)
+    record.mark_down(Reason.CONNECT_REFUSED, 2.0, 102.0, index=1)
+    record.mark_up(3.0, 103.0, 1)
+    observed = record.observation(now=200.0, window=20.0)
+    assert (observed.state, observed.reason, observed.connections_up) == ("unknown", None, 3)
+    # Its drop still counts for the window, as any drop does.
+    assert [reason for _, reason in record.recent_drops] == [Reason.CONNECT_REFUSED]
+    record.mark_up(4.0, 104.0, 3)
+    assert (record.state, record.up_since) == ("up", 104.0)

@@ -136,6 +136,10 @@ class LegRecord:
             self.recovered_from = self.reason if self.state == "down" else None
             self.state, self.reason, self.since = "up", None, wall
             self.up_since = monotonic
+        elif self.state == "down":
+            # None is down, and some have not reported yet (start-up): its drop stays in
+            # recent_drops, but a reason no connection still has would keep it failing.
+            self.state, self.reason, self.since = "unknown", None, wall
         # Otherwise some are up and the rest have not reported yet: still unknown.
 
     def mark_success(self, rtt: float, monotonic: float, index: int = 0) -> None:
