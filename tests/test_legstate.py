@@ -121,6 +121,8 @@ def test_a_path_reason_on_any_connection_names_the_leg_down() -> None:
     # The newest is local, but a path failure says more about the segments.
     assert observed.reason is Reason.RTT_TIMEOUT
     assert observed.failed_connections == 1  # local reasons are no failure of the path
+    # Nor did those connections cross the path: the one up and the one failed did.
+    assert observed.measured_connections == 2
 
 
 def test_a_healthy_leg_vouches_as_of_its_stalest_connection() -> None:

@@ -106,6 +106,9 @@ class LegObservation:
     connections: int = 1
     connections_up: int | None = None
     failed_connections: int | None = None
+    # Of them, those whose state says something about the path: up, or failed as above
+    # (None: all). One down for a local reason, or not yet reported, never crossed it.
+    measured_connections: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -404,8 +407,10 @@ def blast_radius(
     """Per segment, the share of the connections of every leg crossing it that failed.
 
     Half the LB's backends dying shows as 0.5 on the LB's segments; a leg wholly down
-    counts all its connections. A leg with no failure count of its own counts as failed
-    whole while it convicts (failing or flapping), else not at all.
+    counts all its connections. Connections that never crossed the segment (down for a
+    local reason, not yet reported) are not in the share. A leg with no failure count of
+    its own counts as failed whole while it convicts (failing or flapping), else not at
+    all.
     """
     wanted = set(segments)
     failed = dict.fromkeys(wanted, 0)
@@ -418,9 +423,10 @@ def blast_radius(
             broken = min(leg.failed_connections, leg.connections)
         else:
             broken = leg.connections if statuses.get(leg.name) in CONVICTING else 0
+        crossing = leg.connections if leg.measured_connections is None else leg.measured_connections
         for segment in crossed:
             failed[segment] += broken
-            total[segment] += leg.connections
+            total[segment] += max(crossing, broken)
     return {
         segment: round(failed[segment] / total[segment], 3)
         for segment in dict.fromkeys(segments)

@@ -153,12 +153,11 @@ class LegRecord:
 
     def failed_connections(self, now: float, window: float) -> int:
         """Connections down for a path reason, or failing for one within ``window``."""
-        return sum(
-            1
-            for c in self.connections
-            if (c.state == "down" and c.reason not in NON_PATH_REASONS)
-            or (c.last_path_failure_at is not None and now - c.last_path_failure_at <= window)
-        )
+        return sum(1 for c in self.connections if _failed(c, now, window))
+
+    def measured_connections(self, now: float, window: float) -> int:
+        """Connections that say something about the path: up, or failed."""
+        return sum(1 for c in self.connections if c.state == "up" or _failed(c, now, window))
 
     def observation(self, now: float = 0.0, window: float = 0.0) -> LegObservation:
         conns = self.connections
@@ -191,4 +190,11 @@ class LegRecord:
             connections=len(conns),
             connections_up=self.connections_up,
             failed_connections=self.failed_connections(now, window),
+            measured_connections=self.measured_connections(now, window),
         )
+
+
+def _failed(conn: ConnectionRecord, now: float, window: float) -> bool:
+    return (conn.state == "down" and conn.reason not in NON_PATH_REASONS) or (
+        conn.last_path_failure_at is not None and now - conn.last_path_failure_at <= window
+    )
