@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from t3probe.attribution import compute_verdict
+from t3probe.attribution import Policy, compute_verdict
 from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.legstate import RECENT_DROPS_PER_LEG, LegRecord
 from t3probe.reasons import Reason
@@ -166,3 +166,18 @@ def test_a_leg_whose_down_connections_are_back_is_not_down_while_others_never_re
     assert [reason for _, reason in record.recent_drops] == [Reason.CONNECT_REFUSED]
     record.mark_up(4.0, 104.0, 3)
     assert (record.state, record.up_since) == ("up", 104.0)
+
+
+def test_a_flapping_leg_counts_its_flapping_connections_in_the_blast_radius() -> None:
+    # One of two connections dropped twice within the flap window (90 s) but not within
+    # the attribution window (20 s): the leg convicts as flapping, on that connection.
+    record = LegRecord.with_connections("ws", ("lb",), 2, 0.0, RttTracker(DegradationPolicy()))
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 1)
+    for at in (110.0, 140.0):
+        record.mark_down(Reason.RESET, at - 100, at, index=1)
+        record.mark_up(at - 99, at + 1, 1)
+    policy = Policy(window=20.0, flap_window=90.0)
+    verdict = compute_verdict([record.observation(170.0, 20.0, flap_window=90.0)], 170.0, policy)
+    assert (verdict.verdict, verdict.leg_status["ws"]) == ("suspect", "flapping")
+    assert verdict.blast_radius == {"lb": 0.5}

@@ -109,6 +109,9 @@ class LegObservation:
     # Of them, those whose state says something about the path: up, or failed as above
     # (None: all). One down for a local reason, or not yet reported, never crossed it.
     measured_connections: int | None = None
+    # Failed as above within the flap window: what a flapping leg convicts on (None: as
+    # ``failed_connections``).
+    flapped_connections: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -419,10 +422,13 @@ def blast_radius(
         crossed = wanted.intersection(leg.segments)
         if not crossed:
             continue
-        if leg.failed_connections is not None:
+        status = statuses.get(leg.name)
+        if status is LegStatus.FLAPPING and leg.flapped_connections is not None:
+            broken = min(leg.flapped_connections, leg.connections)
+        elif leg.failed_connections is not None:
             broken = min(leg.failed_connections, leg.connections)
         else:
-            broken = leg.connections if statuses.get(leg.name) in CONVICTING else 0
+            broken = leg.connections if status in CONVICTING else 0
         crossing = leg.connections if leg.measured_connections is None else leg.measured_connections
         for segment in crossed:
             failed[segment] += broken

@@ -159,7 +159,9 @@ class LegRecord:
         """Connections that say something about the path: up, or failed."""
         return sum(1 for c in self.connections if c.state == "up" or _failed(c, now, window))
 
-    def observation(self, now: float = 0.0, window: float = 0.0) -> LegObservation:
+    def observation(
+        self, now: float = 0.0, window: float = 0.0, flap_window: float = 0.0
+    ) -> LegObservation:
         conns = self.connections
         if len(conns) == 1:
             only = conns[0]
@@ -190,7 +192,8 @@ class LegRecord:
             connections=len(conns),
             connections_up=self.connections_up,
             failed_connections=self.failed_connections(now, window),
-            measured_connections=self.measured_connections(now, window),
+            measured_connections=self.measured_connections(now, max(window, flap_window)),
+            flapped_connections=self.failed_connections(now, max(window, flap_window)),
         )
 
 

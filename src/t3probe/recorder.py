@@ -306,8 +306,11 @@ class Recorder:
         return all(record.rtts.threshold() is not None for record in self._legs.values())
 
     def observations(self) -> list[LegObservation]:
-        now, window = self._clock.monotonic(), self._policy.window
-        return [record.observation(now, window) for record in self._legs.values()]
+        now, policy = self._clock.monotonic(), self._policy
+        return [
+            record.observation(now, policy.window, policy.flap_window)
+            for record in self._legs.values()
+        ]
 
     def refresh_verdict(self) -> Verdict:
         # Time passing only ever clears evidence (drops and recoveries age out of their
