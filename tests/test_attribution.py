@@ -606,3 +606,37 @@ def test_a_leg_partly_down_on_its_own_network_leaves_the_probe_healthy() -> None
     )
     assert compute_verdict([*legs, partly], NOW, WINDOW).verdict == "unknown"
     assert compute_verdict(legs, NOW, WINDOW).verdict == "probe_unhealthy"
+
+
+def test_the_blast_radius_counts_only_connections_that_measured_the_segment() -> None:
+    # Half of internal's connections through the LB reset; cloudflare, across the LB too,
+    # cannot resolve its name (a local reason: none of its connections reached the LB)
+    # and of lb_http's two connections one has not reported yet. Of the connections that
+    # crossed the LB (4 of internal, 1 of lb_http) two failed.
+    legs = [
+        _partial("internal", up=2, failed=2),
+        LegObservation(
+            "cloudflare",
+            SEGMENTS["cloudflare"],
+            "down",
+            Reason.DNS_FAILED,
+            ((NOW - 1, Reason.DNS_FAILED),),
+            connections=4,
+            connections_up=0,
+            failed_connections=0,
+            measured_connections=0,
+        ),
+        LegObservation(
+            "lb_http",
+            ("traefik", "dispatch"),
+            "unknown",
+            connections=2,
+            connections_up=1,
+            failed_connections=0,
+            measured_connections=1,
+        ),
+        LegObservation("t3serve", SEGMENTS["t3serve"], "up"),
+    ]
+    verdict = compute_verdict(legs, NOW, WINDOW)
+    assert verdict.suspects == ("traefik", "dispatch")
+    assert verdict.blast_radius == {"traefik": 0.4, "dispatch": 0.4}

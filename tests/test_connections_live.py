@@ -152,3 +152,37 @@ async def test_a_leg_stays_partial_while_some_connections_cannot_come_back(
         assert probe.metric("t3probe_connected", leg="pair") == 0.5
         shared_echo.refuse_new = False
         await eventually(lambda: probe.metric("t3probe_connected", leg="pair") == 1, 5)
+
+
+async def test_an_http_leg_of_several_connections_holds_one_tcp_connection_each() -> None:
+    # Each connection is its own kept-alive TCP connection (so an LB spreads them as it
+    # spreads users), not three GETs sharing one socket.
+    peers: list[tuple[str, int]] = []
+
+    async def alive(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/alive", alive)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        config = probe_config([leg("get", f"http://127.0.0.1:{port}/alive", "http", connections=3)])
+        async with running_probe(config) as probe:
+            await eventually(
+                lambda: (
+                    probe.metric("t3probe_leg_connections_up", leg="get") == 3 and len(peers) >= 9
+                ),
+                10 * TIME_UNIT,
+            )
+            assert probe.probe.recorder.verdict_json()["legs"]["get"]["state"] == "up"
+            assert not [event for event in probe.events if event.kind == "down"]
+        # Three connections, each kept alive across its heartbeats.
+        assert len(set(peers)) == 3, peers
+    finally:
+        await runner.cleanup()

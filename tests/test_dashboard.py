@@ -97,3 +97,31 @@ def test_bars_and_marks_count_each_drop_once() -> None:
     (annotation,) = [a for a in dashboard()["annotations"]["list"] if "expr" in a]
     assert "changes(" not in annotation["expr"]
     assert "t3probe_disconnects_total" in annotation["expr"]
+
+
+def _mapped(panel: dict[str, object], value: float) -> tuple[str, str] | None:
+    """(text, color) Grafana shows for ``value`` by the panel's value and range mappings."""
+    defaults = panel["fieldConfig"]["defaults"]  # type: ignore[index]
+    for mapping in defaults.get("mappings", []):
+        options = mapping["options"]
+        if mapping["type"] == "value":
+            for key, result in options.items():
+                if float(key) == value:
+                    return result["text"], result["color"]
+        elif mapping["type"] == "range":
+            low, high = options.get("from"), options.get("to")
+            if (low is None or value >= low) and (high is None or value <= high):
+                return options["result"]["text"], options["result"]["color"]
+    return None
+
+
+def test_the_leg_state_shows_a_partial_leg_as_neither_up_nor_down() -> None:
+    # With connections: N, t3probe_connected is the share of connections up: 0.5 is a
+    # leg half broken, which must not read as "down" (red, like a dead leg) nor "up".
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == "Leg state"]
+    assert _mapped(panel, 0.0) == ("down", "red")
+    assert _mapped(panel, 1.0) == ("up", "green")
+    for share in (1 / 64, 0.5, 63 / 64):
+        shown = _mapped(panel, share)
+        assert shown is not None, share
+        assert shown[0] == "partial" and shown[1] not in ("red", "green"), shown

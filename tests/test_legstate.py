@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from t3probe.attribution import Policy, compute_verdict
+from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.legstate import RECENT_DROPS_PER_LEG, LegRecord
 from t3probe.reasons import Reason
 
@@ -119,6 +121,8 @@ def test_a_path_reason_on_any_connection_names_the_leg_down() -> None:
     # The newest is local, but a path failure says more about the segments.
     assert observed.reason is Reason.RTT_TIMEOUT
     assert observed.failed_connections == 1  # local reasons are no failure of the path
+    # Nor did those connections cross the path: the one up and the one failed did.
+    assert observed.measured_connections == 2
 
 
 def test_a_healthy_leg_vouches_as_of_its_stalest_connection() -> None:
@@ -127,3 +131,53 @@ def test_a_healthy_leg_vouches_as_of_its_stalest_connection() -> None:
         record.mark_up(1.0, 100.0, index)
         record.mark_success(0.5, 101.0 + index, index)
     assert record.observation().last_success_at == 100.5
+
+
+def test_a_connection_back_from_a_long_outage_counts_in_the_blast_radius_while_convicting() -> None:
+    # Down longer than the window, back up at 200: the leg convicts its segments for the
+    # window after (hysteresis), and the connection that was down is what it convicts on.
+    # A suspect with a blast radius of 0 would say no connection crossing it failed.
+    record = LegRecord.with_connections("ws", ("lb",), 2, 0.0, RttTracker(DegradationPolicy()))
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 1)
+    record.mark_down(Reason.RESET, 2.0, 102.0, index=1)
+    record.mark_down(Reason.RESET, 50.0, 150.0, index=1)
+    record.mark_up(100.0, 200.0, 1)
+    verdict = compute_verdict([record.observation(now=205.0, window=20.0)], 205.0, 20.0)
+    assert (verdict.verdict, verdict.suspects) == ("suspect", ("lb",))
+    assert verdict.blast_radius == {"lb": 0.5}
+    # Once the window is over, the leg clears and so does its failure.
+    assert record.observation(now=221.0, window=20.0).failed_connections == 0
+
+
+def test_a_leg_whose_down_connections_are_back_is_not_down_while_others_never_reported() -> None:
+    # Start-up: connection 1 failed its first dial and came back while connection 3 has
+    # not dialled yet (a thousand connections queue at the dial gate). No connection is
+    # down: the leg is not "down" with a stale reason (failing, to attribution, for as
+    # long as the queue takes), it is unknown until every connection has reported.
+    record = _four()
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 2)
+    record.mark_down(Reason.CONNECT_REFUSED, 2.0, 102.0, index=1)
+    record.mark_up(3.0, 103.0, 1)
+    observed = record.observation(now=200.0, window=20.0)
+    assert (observed.state, observed.reason, observed.connections_up) == ("unknown", None, 3)
+    # Its drop still counts for the window, as any drop does.
+    assert [reason for _, reason in record.recent_drops] == [Reason.CONNECT_REFUSED]
+    record.mark_up(4.0, 104.0, 3)
+    assert (record.state, record.up_since) == ("up", 104.0)
+
+
+def test_a_flapping_leg_counts_its_flapping_connections_in_the_blast_radius() -> None:
+    # One of two connections dropped twice within the flap window (90 s) but not within
+    # the attribution window (20 s): the leg convicts as flapping, on that connection.
+    record = LegRecord.with_connections("ws", ("lb",), 2, 0.0, RttTracker(DegradationPolicy()))
+    record.mark_up(1.0, 100.0, 0)
+    record.mark_up(1.0, 100.0, 1)
+    for at in (110.0, 140.0):
+        record.mark_down(Reason.RESET, at - 100, at, index=1)
+        record.mark_up(at - 99, at + 1, 1)
+    policy = Policy(window=20.0, flap_window=90.0)
+    verdict = compute_verdict([record.observation(170.0, 20.0, flap_window=90.0)], 170.0, policy)
+    assert (verdict.verdict, verdict.leg_status["ws"]) == ("suspect", "flapping")
+    assert verdict.blast_radius == {"lb": 0.5}

@@ -100,11 +100,18 @@ class LegObservation:
     slow_at: float | None = None
     # A leg of several connections (``connections: N``) is down while any of them is:
     # ``connections_up`` of them still work (None: all, when up; none, when down), and
-    # ``failed_connections`` are down for a path reason or dropped for one within the
-    # window (None: all of them while the leg is failing, else none).
+    # ``failed_connections`` are down for a path reason or were failing for one (dropped,
+    # or back from it) within the window (None: all of them while the leg is failing,
+    # else none).
     connections: int = 1
     connections_up: int | None = None
     failed_connections: int | None = None
+    # Of them, those whose state says something about the path: up, or failed as above
+    # (None: all). One down for a local reason, or not yet reported, never crossed it.
+    measured_connections: int | None = None
+    # Failed as above within the flap window: what a flapping leg convicts on (None: as
+    # ``failed_connections``).
+    flapped_connections: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -403,8 +410,10 @@ def blast_radius(
     """Per segment, the share of the connections of every leg crossing it that failed.
 
     Half the LB's backends dying shows as 0.5 on the LB's segments; a leg wholly down
-    counts all its connections. A leg with no failure count of its own counts as failed
-    whole while it convicts (failing or flapping), else not at all.
+    counts all its connections. Connections that never crossed the segment (down for a
+    local reason, not yet reported) are not in the share. A leg with no failure count of
+    its own counts as failed whole while it convicts (failing or flapping), else not at
+    all.
     """
     wanted = set(segments)
     failed = dict.fromkeys(wanted, 0)
@@ -413,13 +422,17 @@ def blast_radius(
         crossed = wanted.intersection(leg.segments)
         if not crossed:
             continue
-        if leg.failed_connections is not None:
+        status = statuses.get(leg.name)
+        if status is LegStatus.FLAPPING and leg.flapped_connections is not None:
+            broken = min(leg.flapped_connections, leg.connections)
+        elif leg.failed_connections is not None:
             broken = min(leg.failed_connections, leg.connections)
         else:
-            broken = leg.connections if statuses.get(leg.name) in CONVICTING else 0
+            broken = leg.connections if status in CONVICTING else 0
+        crossing = leg.connections if leg.measured_connections is None else leg.measured_connections
         for segment in crossed:
             failed[segment] += broken
-            total[segment] += leg.connections
+            total[segment] += max(crossing, broken)
     return {
         segment: round(failed[segment] / total[segment], 3)
         for segment in dict.fromkeys(segments)

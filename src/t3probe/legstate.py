@@ -28,9 +28,10 @@ class ConnectionRecord:
     since: float = 0.0
     last_failure_at: float | None = None
     last_success_at: float | None = None
-    # Monotonic time of its latest drop for a path reason: it counts in the blast radius
-    # for the attribution window after.
-    last_path_drop_at: float | None = None
+    # Monotonic time it was last seen failing for a path reason (its drop, or its return
+    # from that outage): it counts in the blast radius for the attribution window after,
+    # as long as the leg's own hysteresis keeps it convicting.
+    last_path_failure_at: float | None = None
 
 
 @dataclass
@@ -82,6 +83,8 @@ class LegRecord:
         conn = self.connection(index)
         if conn is None or conn.state == "up":
             return False
+        if conn.state == "down" and conn.reason not in NON_PATH_REASONS:
+            conn.last_path_failure_at = monotonic
         conn.state, conn.reason, conn.since = "up", None, wall
         self._settle(wall, monotonic)
         return True
@@ -111,7 +114,7 @@ class LegRecord:
             # Down since the drop: a reconnect meeting another failure is the same outage.
             conn.since = wall
             if reason not in NON_PATH_REASONS:
-                conn.last_path_drop_at = monotonic
+                conn.last_path_failure_at = monotonic
         conn.state, conn.reason = "down", reason
         self._settle(wall, monotonic)
         return was_up
@@ -133,6 +136,10 @@ class LegRecord:
             self.recovered_from = self.reason if self.state == "down" else None
             self.state, self.reason, self.since = "up", None, wall
             self.up_since = monotonic
+        elif self.state == "down":
+            # None is down, and some have not reported yet (start-up): its drop stays in
+            # recent_drops, but a reason no connection still has would keep it failing.
+            self.state, self.reason, self.since = "unknown", None, wall
         # Otherwise some are up and the rest have not reported yet: still unknown.
 
     def mark_success(self, rtt: float, monotonic: float, index: int = 0) -> None:
@@ -145,15 +152,16 @@ class LegRecord:
             conn.last_success_at = monotonic - rtt
 
     def failed_connections(self, now: float, window: float) -> int:
-        """Connections down for a path reason, or that dropped for one within ``window``."""
-        return sum(
-            1
-            for c in self.connections
-            if (c.state == "down" and c.reason not in NON_PATH_REASONS)
-            or (c.last_path_drop_at is not None and now - c.last_path_drop_at <= window)
-        )
+        """Connections down for a path reason, or failing for one within ``window``."""
+        return sum(1 for c in self.connections if _failed(c, now, window))
 
-    def observation(self, now: float = 0.0, window: float = 0.0) -> LegObservation:
+    def measured_connections(self, now: float, window: float) -> int:
+        """Connections that say something about the path: up, or failed."""
+        return sum(1 for c in self.connections if c.state == "up" or _failed(c, now, window))
+
+    def observation(
+        self, now: float = 0.0, window: float = 0.0, flap_window: float = 0.0
+    ) -> LegObservation:
         conns = self.connections
         if len(conns) == 1:
             only = conns[0]
@@ -184,4 +192,12 @@ class LegRecord:
             connections=len(conns),
             connections_up=self.connections_up,
             failed_connections=self.failed_connections(now, window),
+            measured_connections=self.measured_connections(now, max(window, flap_window)),
+            flapped_connections=self.failed_connections(now, max(window, flap_window)),
         )
+
+
+def _failed(conn: ConnectionRecord, now: float, window: float) -> bool:
+    return (conn.state == "down" and conn.reason not in NON_PATH_REASONS) or (
+        conn.last_path_failure_at is not None and now - conn.last_path_failure_at <= window
+    )

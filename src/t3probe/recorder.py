@@ -131,6 +131,7 @@ class Recorder:
         if record is None:
             return  # retired by a reload while its last report was in flight
         now = self._clock.wall()
+        was_up = record.state == "up"
         if not record.mark_up(now, self._clock.monotonic(), connection):
             return
         self._count_connections(record)
@@ -145,6 +146,11 @@ class Recorder:
                 connection=connection,
             )
         )
+        if not was_up and record.state == "up" and record.rtts.degraded:
+            # Its other connections kept measuring while it was partly down (or not yet
+            # whole): a leg whole again but slow says so, as its down ended the last.
+            self._metrics.leg_degraded.labels(leg=leg).set(1)
+            self._publish_slowness(record)
 
     def leg_down(
         self,
@@ -164,8 +170,11 @@ class Recorder:
             failure.reason, now, monotonic, attempt_started=attempt_started, index=connection
         )
         self._count_connections(record)
-        if record.connections_up == 0 and record.rtts.new_connection():
-            # Down supersedes slow: its down event says what happened, no "recovered".
+        if record.connections_up == 0:
+            record.rtts.new_connection()
+        if record.state == "down":
+            # Down supersedes slow: its down event says what happened, no "recovered". A
+            # leg partly down keeps its surviving connections' round trips, unreported.
             self._metrics.leg_degraded.labels(leg=leg).set(0)
         if was_down:
             # One outage is one disconnect, whatever the reconnects meet meanwhile.
@@ -258,9 +267,14 @@ class Recorder:
         record.last_slow_at = self._clock.monotonic()
         # A round trip changed the verdict's inputs: a clean verdict is not reused.
         self._verdict_stale = True
-        self._metrics.leg_degraded.labels(leg=record.name).set(1 if degraded else 0)
         if record.state != "up":
+            # Not whole: leg_up announces a slowness that outlasts the down.
             return
+        self._metrics.leg_degraded.labels(leg=record.name).set(1 if degraded else 0)
+        self._publish_slowness(record)
+
+    def _publish_slowness(self, record: LegRecord) -> None:
+        degraded = record.rtts.degraded
         self._publish(
             LegEvent(
                 record.name,
@@ -292,8 +306,11 @@ class Recorder:
         return all(record.rtts.threshold() is not None for record in self._legs.values())
 
     def observations(self) -> list[LegObservation]:
-        now, window = self._clock.monotonic(), self._policy.window
-        return [record.observation(now, window) for record in self._legs.values()]
+        now, policy = self._clock.monotonic(), self._policy
+        return [
+            record.observation(now, policy.window, policy.flap_window)
+            for record in self._legs.values()
+        ]
 
     def refresh_verdict(self) -> Verdict:
         # Time passing only ever clears evidence (drops and recoveries age out of their
