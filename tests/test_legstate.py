@@ -181,3 +181,33 @@ def test_a_flapping_leg_counts_its_flapping_connections_in_the_blast_radius() ->
     verdict = compute_verdict([record.observation(170.0, 20.0, flap_window=90.0)], 170.0, policy)
     assert (verdict.verdict, verdict.leg_status["ws"]) == ("suspect", "flapping")
     assert verdict.blast_radius == {"lb": 0.5}
+
+
+def test_a_cached_observation_is_always_what_a_fresh_one_would_be() -> None:
+    import copy
+    import random
+
+    from t3probe.degradation import DegradationPolicy, RttTracker
+
+    rng = random.Random(7)
+    reasons = [Reason.RESET, Reason.RTT_TIMEOUT, Reason.DNS_FAILED]
+    for connections in (1, 3):
+        record = LegRecord.with_connections(
+            "ws", ("lb",), connections, 0.0, RttTracker(DegradationPolicy())
+        )
+        now = 100.0
+        for _ in range(2000):
+            now += rng.choice((0.0, 0.01, 0.5, 3.0, 19.99, 20.0))
+            index = rng.randrange(connections)
+            action = rng.randrange(4)
+            if action == 0:
+                record.mark_up(now, now, index)
+            elif action == 1:
+                record.mark_down(rng.choice(reasons), now, now, index=index)
+            elif action == 2:
+                record.mark_success(rng.choice((0.001, 0.5)), now, index)
+            windows = rng.choice(((20.0, 60.0), (20.0, 0.0), (5.0, 5.0)))
+            cached = record.observation(now, *windows)
+            fresh = copy.copy(record)
+            fresh.invalidate()
+            assert cached == fresh.observation(now, *windows), (connections, now)

@@ -138,6 +138,14 @@ def _is_path(reason: Reason | None) -> bool:
 
 def leg_status(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
     """The leg's own status, before rechecking (which depends on the other legs)."""
+    if (
+        leg.state == "up"
+        and not leg.recent_drops
+        and leg.recovered_from is None
+        and not leg.degraded
+        and leg.slow_at is None
+    ):
+        return LegStatus.HEALTHY  # nearly every leg, nearly always: nothing to weigh
     recent = [reason for at, reason in leg.recent_drops if now - at <= policy.window]
     if _stalled(leg, now, policy):
         return LegStatus.STALLED
@@ -356,9 +364,9 @@ def compute_verdict(legs: Sequence[LegObservation], now: float, policy: Policy |
         policy = Policy(window=policy)
     order = list(dict.fromkeys(segment for leg in legs for segment in leg.segments))
     statuses = _recheck(legs, {leg.name: leg_status(leg, now, policy) for leg in legs})
-    by_status = {
-        status: [leg for leg in legs if statuses[leg.name] is status] for status in LegStatus
-    }
+    by_status: dict[LegStatus, list[LegObservation]] = {status: [] for status in LegStatus}
+    for leg in legs:
+        by_status[statuses[leg.name]].append(leg)
     failing = [leg for leg in legs if statuses[leg.name] in CONVICTING]
     up = by_status[LegStatus.HEALTHY] + by_status[LegStatus.DEGRADED]
     healthy_segments = {s for leg in up for s in leg.segments}

@@ -10,6 +10,7 @@ its connection.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 
 from t3probe.attribution import LegObservation, LinkState
@@ -58,6 +59,14 @@ class LegRecord:
     rtts: RttTracker = field(default_factory=lambda: RttTracker(DegradationPolicy()))
     last_slow_at: float | None = None
     connections: list[ConnectionRecord] = field(default_factory=lambda: [ConnectionRecord()])
+    # The latest observation, for the windows it was made for and until the first time
+    # one of its connections' failures ages out of them: rebuilding ten thousand of them
+    # cost 55 ms of loop at every verdict refresh (docs/benchmarks.md). Every change of
+    # the record (and the recorder's, through ``invalidate``) drops it.
+    _observed: LegObservation | None = field(default=None, repr=False, compare=False)
+    _observed_for: tuple[float, float, float] = field(
+        default=(0.0, 0.0, 0.0), repr=False, compare=False
+    )
 
     @classmethod
     def with_connections(
@@ -83,6 +92,7 @@ class LegRecord:
         conn = self.connection(index)
         if conn is None or conn.state == "up":
             return False
+        self._observed = None
         if conn.state == "down" and conn.reason not in NON_PATH_REASONS:
             conn.last_path_failure_at = monotonic
         conn.state, conn.reason, conn.since = "up", None, wall
@@ -106,6 +116,7 @@ class LegRecord:
         conn = self.connection(index)
         if conn is None:
             return None
+        self._observed = None
         conn.last_failure_at = monotonic if attempt_started is None else attempt_started
         if conn.state == "down" and conn.reason == reason:
             return None
@@ -147,9 +158,14 @@ class LegRecord:
         worked since the heartbeat was sent, not since the answer came. A slow echo of a
         heartbeat sent before a neighbour's drop says nothing about the path after it."""
         self.last_rtt = rtt
+        self._observed = None
         conn = self.connection(index)
         if conn is not None:
             conn.last_success_at = monotonic - rtt
+
+    def invalidate(self) -> None:
+        """Something the observation reads changed outside these methods (its slowness)."""
+        self._observed = None
 
     def failed_connections(self, now: float, window: float) -> int:
         """Connections down for a path reason, or failing for one within ``window``."""
@@ -162,6 +178,31 @@ class LegRecord:
     def observation(
         self, now: float = 0.0, window: float = 0.0, flap_window: float = 0.0
     ) -> LegObservation:
+        until, cached_window, cached_flap = self._observed_for
+        if (
+            self._observed is not None
+            and now < until
+            and (cached_window, cached_flap) == (window, flap_window)
+        ):
+            return self._observed
+        observed = self._observe(now, window, flap_window)
+        self._observed = observed
+        self._observed_for = (self._valid_until(now, window, flap_window), window, flap_window)
+        return observed
+
+    def _valid_until(self, now: float, window: float, flap_window: float) -> float:
+        """When a connection's failure next ages out of a window (its counts change)."""
+        ends = [
+            at + span
+            for c in self.connections
+            if (at := c.last_path_failure_at) is not None
+            for span in (window, flap_window)
+            if at + span >= now
+        ]
+        # "now - at <= window" still holds at the end itself: valid until just past it.
+        return math.nextafter(min(ends), math.inf) if ends else math.inf
+
+    def _observe(self, now: float, window: float, flap_window: float) -> LegObservation:
         conns = self.connections
         if len(conns) == 1:
             only = conns[0]

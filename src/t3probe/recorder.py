@@ -88,6 +88,7 @@ class Recorder:
         for leg in config.legs:
             # A kept leg keeps its baseline; only the rule it is judged by may change.
             self._legs[leg.name].rtts.policy = config.degradation_policy(leg)
+            self._legs[leg.name].invalidate()
         self._segments = tuple(config.segments)
         self.events.resize(config.event_buffer_size)
         self._verdict_stale = True  # other legs, other segments: a clean verdict may not hold
@@ -172,6 +173,7 @@ class Recorder:
         self._count_connections(record)
         if record.connections_up == 0:
             record.rtts.new_connection()
+            record.invalidate()
         if record.state == "down":
             # Down supersedes slow: its down event says what happened, no "recovered". A
             # leg partly down keeps its surviving connections' round trips, unreported.
@@ -258,6 +260,9 @@ class Recorder:
         self._note_slowness(record)
 
     def _note_slowness(self, record: LegRecord) -> None:
+        # Called after every round trip and loss: the slowness the observation reads may
+        # have changed either way.
+        record.invalidate()
         if record.rtts.degraded:
             record.last_slow_at = self._clock.monotonic()
 
@@ -265,6 +270,7 @@ class Recorder:
         degraded = record.rtts.degraded
         # Slow until this moment: the window of its memory starts now, either way.
         record.last_slow_at = self._clock.monotonic()
+        record.invalidate()
         # A round trip changed the verdict's inputs: a clean verdict is not reused.
         self._verdict_stale = True
         if record.state != "up":
