@@ -348,8 +348,9 @@ async def run(options: FloorOptions, workdir: Path) -> dict[str, Any]:
         await echo.stop()
     floor_cost = rows[0].get("cpu_us_per_heartbeat")
     for row in rows:
-        cost = row.get("cpu_us_per_heartbeat")
-        row["ratio_to_floor"] = cost / floor_cost if cost and floor_cost else None
+        if "cpu_us_per_heartbeat" in row:
+            cost = row["cpu_us_per_heartbeat"]
+            row["ratio_to_floor"] = cost / floor_cost if cost and floor_cost else None
     return {
         "options": asdict(options),
         "uvloop": uvloop,
