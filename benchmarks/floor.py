@@ -29,8 +29,10 @@ import asyncio
 import contextlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -95,8 +97,12 @@ class _Child(Protocol):
 class FloorChild:
     """``python -m benchmarks.floorclient`` as a child, asked for its tally on stdin."""
 
-    def __init__(self, url: str, legs: int, heartbeat: float, workdir: Path) -> None:
+    def __init__(
+        self, url: str, legs: int, heartbeat: float, workdir: Path, profile: Path | None = None
+    ) -> None:
         self._args = [url, str(legs), "--heartbeat", str(heartbeat)]
+        # cProfile output, written when the client exits at the end of its input.
+        self._profiler = [] if profile is None else ["-m", "cProfile", "-o", str(profile)]
         self._stderr = workdir / "floor.stderr"
         self.process: asyncio.subprocess.Process | None = None
         self.loop_name = "asyncio"
@@ -111,6 +117,7 @@ class FloorChild:
         with self._stderr.open("wb") as stderr:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *self._profiler,
                 "-m",
                 "benchmarks.floorclient",
                 *self._args,
@@ -171,6 +178,7 @@ class T3probeChild:
         loop: str,
         workdir: Path,
         session: aiohttp.ClientSession,
+        profile: Path | None = None,
     ) -> None:
         port = free_port()
         scale = ScaleOptions(heartbeat=options.heartbeat, watchdog=2 * options.heartbeat)
@@ -178,6 +186,7 @@ class T3probeChild:
             scale_config(legs, echo_port, f"{LOOPBACK}:{port}", scale),
             workdir,
             port,
+            profile,
             env={"T3PROBE_EVENT_LOOP": loop},
         )
         self._session = session
@@ -310,7 +319,12 @@ def schedstat_seconds(pid: int) -> float | None:
     return total / 1e9
 
 
-async def run(options: FloorOptions, workdir: Path) -> dict[str, Any]:
+async def run(
+    options: FloorOptions, workdir: Path, profile_dir: Path | None = None
+) -> dict[str, Any]:
+    """The contenders one after the other; with ``profile_dir``, each N-connection child
+    runs under cProfile and leaves ``NAME.prof`` there (its CPU figures then include the
+    profiler's own overhead)."""
     uvloop = uvloop_version()
     load_before = os.getloadavg()
     echo = await serve_echo(LOOPBACK, 0, echo_limits(options.legs))
@@ -320,19 +334,22 @@ async def run(options: FloorOptions, workdir: Path) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
-            def child(name: str, legs: int, tag: str) -> FloorChild | T3probeChild:
+            def child(
+                name: str, legs: int, tag: str, profile: Path | None = None
+            ) -> FloorChild | T3probeChild:
                 where = workdir / f"{name}-{tag}"
                 if name == "floor":
-                    return FloorChild(url, legs, options.heartbeat, where)
+                    return FloorChild(url, legs, options.heartbeat, where, profile)
                 loop = name.removeprefix("t3probe_")
-                return T3probeChild(echo.port, legs, options, loop, where, session)
+                return T3probeChild(echo.port, legs, options, loop, where, session, profile)
 
             for name in CONTENDERS:
                 if name == "t3probe_uvloop" and uvloop is None:
                     rows.append({"contender": name, "skipped": "uvloop not installed"})
                     print(f"  {name}: uvloop not installed", flush=True)
                     continue
-                measured = child(name, options.legs, "n")
+                prof = None if profile_dir is None else profile_dir / f"{name}.prof"
+                measured = child(name, options.legs, "n", prof)
                 row = {"contender": name, **await _measure(measured, options.legs, options)}
                 row["event_loop"] = measured.loop_name
                 await _echo_idle(echo)
@@ -353,6 +370,7 @@ async def run(options: FloorOptions, workdir: Path) -> dict[str, Any]:
             row["ratio_to_floor"] = cost / floor_cost if cost and floor_cost else None
     return {
         "options": asdict(options),
+        "profiled": profile_dir is not None,
         "uvloop": uvloop,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -435,6 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, metavar="DIR", help="where floor.json goes"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each child under cProfile, keep NAME.prof in DIR and print the top"
+        " functions (the CPU figures then include the profiler's overhead)",
+    )
+    parser.add_argument("--top", type=_positive(int), default=25, help="functions per profile")
     args = parser.parse_args(argv)
     netguard.install()
     soft, hard = raise_fd_limit()
@@ -447,11 +473,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat=args.heartbeat,
     )
     with tempfile.TemporaryDirectory(prefix="t3probe-floor-") as workdir:
-        result = asyncio.run(run(options, Path(workdir)))
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(run(options, Path(workdir), args.profile))
     result["markdown"] = markdown(result)
     path = write_result("floor", result, args.out)
     print(result["markdown"])
     print(f"\nresults in {path}")
+    if args.profile is not None:
+        for prof in sorted(args.profile.glob("*.prof")):
+            out = io.StringIO()
+            pstats.Stats(str(prof), stream=out).sort_stats("tottime").print_stats(args.top)
+            print(f"\n## {prof.stem}: top {args.top} by own time\n{out.getvalue()}")
     return 0
 
 
