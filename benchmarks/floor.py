@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import psutil
 
 from benchmarks.common import (
     LOOPBACK,
@@ -251,11 +252,13 @@ async def _measure(child: _Child, legs: int, options: FloorOptions) -> dict[str,
         # Let what the count itself cost (a /metrics render for t3probe) settle first.
         await asyncio.sleep(0.5)
         before = sample_resources(child.pid)
+        split_before = psutil.Process(child.pid).cpu_times()
         precise_before = schedstat_seconds(child.pid)
         window_started = time.monotonic()
         await asyncio.sleep(options.window_seconds)
         precise_after = schedstat_seconds(child.pid)
         after = sample_resources(child.pid)
+        split_after = psutil.Process(child.pid).cpu_times()
         window = time.monotonic() - window_started
         answered_after, drops_after, counted_after = await _timed_count(child)
         # The counts bracket the window a little wider than the CPU samples: scaled to it.
@@ -273,6 +276,10 @@ async def _measure(child: _Child, legs: int, options: FloorOptions) -> dict[str,
                 "cpu_seconds": cpu,
                 "cpu_from": "utime+stime" if precise is None else "schedstat",
                 "cpu_seconds_utime_stime": ticks,
+                # In Python and C code (user) or in the kernel (system: on loopback a send
+                # also runs the receiving side's TCP stack).
+                "cpu_user_seconds": split_after.user - split_before.user,
+                "cpu_system_seconds": split_after.system - split_before.system,
                 "cpu_percent_of_one_core": 100.0 * cpu / window,
                 "heartbeats_answered": answered,
                 "heartbeats_expected": legs * window / options.heartbeat,
@@ -391,7 +398,8 @@ def _cell(value: float | None, fmt: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The result as a Markdown table, a row per contender."""
     lines = [
-        "| contender | event loop | legs | window | CPU | CPU per heartbeat | x floor "
+        "| contender | event loop | legs | window | CPU (user + system) | CPU per heartbeat "
+        "| x floor "
         "| RSS | RSS per connection | heartbeats answered | drops |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -404,7 +412,8 @@ def markdown(result: dict[str, Any]) -> str:
         ratio = _cell(row["ratio_to_floor"], ".2f")
         lines.append(
             f"| {name} | {row['event_loop']} | {row['legs']} | {row['window_seconds']:.1f} s "
-            f"| {row['cpu_seconds']:.2f} s | {_cell(row['cpu_us_per_heartbeat'], '.0f')} µs "
+            f"| {row['cpu_seconds']:.2f} s ({row['cpu_user_seconds']:.2f} + "
+            f"{row['cpu_system_seconds']:.2f}) | {_cell(row['cpu_us_per_heartbeat'], '.0f')} µs "
             f"| {ratio}x | {row['rss_mib']:.0f} MiB "
             f"| {_cell(row.get('rss_kib_per_connection'), '.0f')} KiB "
             f"| {row['heartbeats_answered']:.0f} of {row['heartbeats_expected']:.0f} "
