@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ class ProbeProcess:
     """``python -m t3probe run`` as a child: its JSON lines read as they come."""
 
     def __init__(
-        self, config: dict[str, Any], workdir: Path, port: int, profile: Path | None = None
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        port: int,
+        profile: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
+        # Added to the child's environment (e.g. T3PROBE_EVENT_LOOP), over child_env().
+        self._env = dict(env or {})
         # cProfile output of the child's main thread (its event loop), written on SIGTERM.
         self._profile = profile
         self._workdir = workdir
@@ -60,7 +68,7 @@ class ProbeProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
-                env=child_env(),
+                env={**child_env(), **self._env},
                 # A large line buffer: the exposition is not on stdout, but a burst of
                 # events is, and readline must not choke on it.
                 limit=1 << 20,

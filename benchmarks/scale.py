@@ -101,6 +101,21 @@ def scale_config(legs: int, echo_port: int, listen: str, options: ScaleOptions) 
     }
 
 
+def echo_limits(legs: int) -> EchoLimits:
+    """The local echo's caps raised to fit ``legs`` WebSockets from one address."""
+    return EchoLimits(
+        max_connections=legs + 100,
+        # Every leg dials from 127.0.0.1: one client address holds them all.
+        max_connections_per_client=legs + 100,
+        # ... and no slots held back for other clients: there are none.
+        reserved_connections=0,
+        max_pending_connections=legs + 100,
+        idle_timeout_seconds=3600,
+        messages_per_second=50,
+        burst=100,
+    )
+
+
 async def run_level(
     legs: int,
     options: ScaleOptions,
@@ -108,21 +123,7 @@ async def run_level(
     scrape_in_window: bool,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    echo = await serve_echo(
-        LOOPBACK,
-        0,
-        EchoLimits(
-            max_connections=legs + 100,
-            # Every leg dials from 127.0.0.1: one client address holds them all.
-            max_connections_per_client=legs + 100,
-            # ... and no slots held back for other clients: there are none.
-            reserved_connections=0,
-            max_pending_connections=legs + 100,
-            idle_timeout_seconds=3600,
-            messages_per_second=50,
-            burst=100,
-        ),
-    )
+    echo = await serve_echo(LOOPBACK, 0, echo_limits(legs))
     port = free_port()
     probe = ProbeProcess(
         scale_config(legs, echo.port, f"{LOOPBACK}:{port}", options),

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import detection, dohclient, footprint, hardening, rtt, scale, startup
+from benchmarks import (
+    detection,
+    dohclient,
+    floor,
+    floorclient,
+    footprint,
+    hardening,
+    rtt,
+    scale,
+    startup,
+)
 from benchmarks.blackbox import blackbox_binary
 from benchmarks.common import histogram_quantile, summary
 from benchmarks.run import BENCHMARKS, main, run_one
@@ -163,6 +173,54 @@ def test_dohclient_reports_every_client(tmp_path: Path) -> None:
     for client in dohclient.CLIENTS:
         for figure in result["figures"][client].values():
             _summary_ok(figure, n=1)
+
+
+def test_floor_reports_the_floor_and_t3probe_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--legs", "5", "--seconds", "3", "--warmup", "1", "--out", str(tmp_path)]
+    assert floor.main(argv) == 0
+    written = json.loads((tmp_path / "floor.json").read_text())
+    assert written["benchmark"] == "floor"
+    rows = {row["contender"]: row for row in written["contenders"]}
+    assert list(rows) == list(floor.CONTENDERS)
+    measured = ["floor", "t3probe_asyncio"]
+    if written["uvloop"] is None:
+        # The default install has no uvloop: its row says so instead of failing the run.
+        assert rows["t3probe_uvloop"] == {
+            "contender": "t3probe_uvloop",
+            "skipped": "uvloop not installed",
+        }
+    else:
+        measured.append("t3probe_uvloop")
+    for name in measured:
+        row = rows[name]
+        assert "error" not in row, row
+        assert row["legs"] == 5 and row["exit_code"] == 0
+        assert row["cpu_seconds"] > 0, row
+        for key in ("cpu_us_per_heartbeat", "ratio_to_floor", "heartbeats_answered", "rss_mib"):
+            assert _finite(row[key]) and row[key] > 0, (key, row)
+        assert isinstance(row["drops_in_window"], int)
+    assert rows["floor"]["ratio_to_floor"] == 1.0
+    # Each child runs on the loop it was asked for, as t3probe itself reports it.
+    assert [rows[name]["event_loop"] for name in measured] == [
+        "asyncio",
+        "asyncio",
+        "uvloop",
+    ][: len(measured)]
+    table = capsys.readouterr().out
+    for name in floor.CONTENDERS:
+        assert f"\n| {name} | " in table
+
+
+def test_floor_refuses_bad_input_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        floor.main(["--legs", "0"])
+    assert "--legs" in capsys.readouterr().err
+    # Checked before anything is dialled.
+    with pytest.raises(SystemExit):
+        floorclient.main(["ws://192.0.2.1/probe/ws", "1"])
+    assert "only dials loopback" in capsys.readouterr().err
 
 
 def test_cli_lists_and_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
