@@ -122,6 +122,10 @@ class LeanFamily(Generic[Child]):
         raise NotImplementedError
 
     def labels(self, *values: str, **by_name: str) -> Child:
+        # Every echo of every leg comes here: an existing series by position, at once.
+        child = self._children.get(values) if not by_name else None
+        if child is not None:
+            return child
         if values and by_name:
             raise ValueError("label values by position or by name, not both")
         if by_name:

@@ -15,7 +15,6 @@ neighbours: one coming back re-dials the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 from collections.abc import Callable, Iterable, Mapping
 
@@ -37,7 +36,7 @@ class Neighbours:
         self, segments_by_leg: Mapping[str, Iterable[str]], clock: Callable[[], float]
     ) -> None:
         self._segments = {leg: tuple(segments) for leg, segments in segments_by_leg.items()}
-        self._wake: dict[Waiter, asyncio.Event] = {}
+        self._wake: dict[Waiter, asyncio.Future[bool]] = {}
         self._waiting: dict[Wait, dict[str, set[Waiter]]] = {kind: {} for kind in Wait}
         self._clock = clock
         # Per segment the two latest (monotonic time, waiter) that came up: news a leg may
@@ -67,20 +66,22 @@ class Neighbours:
         me = (leg, connection)
         if kind is Wait.REDIAL and since is not None and self._came_up_since(me, since):
             return True
-        wake = self._wake.get(me)
-        if wake is None:
-            wake = self._wake[me] = asyncio.Event()
-        wake.clear()
+        # A future settled by a timer or by a neighbour's news: every heartbeat of every
+        # leg waits here, and a timeout that cancels the wait (asyncio.timeout) cost a
+        # cancellation and a swallowed exception each time (docs/benchmarks.md).
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[bool] = loop.create_future()
+        self._wake[me] = woken
+        timer = loop.call_later(max(0.0, seconds), _settle, woken, False)
         waiting = self._waiting[kind]
         for segment in self._segments[leg]:
             waiting.setdefault(segment, set()).add(me)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, seconds)):
-                    await wake.wait()
-                    return True
-            return False
+            return await woken
         finally:
+            timer.cancel()
+            if self._wake.get(me) is woken:
+                del self._wake[me]
             for segment in self._segments[leg]:
                 waiters = waiting.get(segment)
                 if waiters is not None:
@@ -93,9 +94,9 @@ class Neighbours:
         waiting = self._waiting[kind]
         for segment in self._segments.get(changed, ()):
             for waiter in waiting.pop(segment, ()):
-                wake = self._wake.get(waiter)
-                if waiter != source and wake is not None:
-                    wake.set()
+                woken = self._wake.get(waiter)
+                if waiter != source and woken is not None:
+                    _settle(woken, True)
 
     def _came_up_since(self, me: Waiter, since: float) -> bool:
         for segment in self._segments[me[0]]:
@@ -120,3 +121,8 @@ class Neighbours:
             self.wake(event.leg, Wait.REDIAL, event.connection)
         elif event.kind == "down":
             self.wake(event.leg, Wait.RECHECK, event.connection)
+
+
+def _settle(woken: asyncio.Future[bool], by_news: bool) -> None:
+    if not woken.done():
+        woken.set_result(by_news)

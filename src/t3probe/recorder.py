@@ -242,7 +242,7 @@ class Recorder:
         if record is None:
             return
         record.mark_success(seconds, self._clock.monotonic(), connection)
-        self._metrics.rtt.labels(leg=leg).observe(seconds)
+        self._metrics.rtt.labels(leg).observe(seconds)
         # Asked only for a slow sample: the common fast one costs no lag lookup.
         if record.rtts.is_slow(seconds) and self.loop_lag(seconds) >= seconds / 2:
             return

@@ -164,8 +164,9 @@ class WebSocketLeg:
             if remaining <= 0:
                 # The supervisor turns this into probe_stall if the probe itself froze.
                 raise ProbeFailure(Reason.RTT_TIMEOUT, f"no echo for {watchdog:g}s")
-            # Sleeping until the deadline, then re-checking: an echo may have moved it.
-            await asyncio.sleep(min(remaining, watchdog / 4) + 0.001)
+            # Sleeping until the deadline, then re-checking: an echo may have moved it
+            # (only ever later), so once a heartbeat, not more often.
+            await asyncio.sleep(remaining + 0.001)
 
 
 async def first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
