@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import prometheus_client
@@ -75,3 +76,52 @@ def test_bad_labels_and_negative_increments_are_refused() -> None:
         counter.labels("a", "b").inc(-1)
     with pytest.raises(ValueError, match="Duplicated"):
         LeanGauge("t_c_total", "clashes with the counter's sample", ["leg"], registry)
+
+
+def test_a_nan_observation_counts_in_no_bucket_as_prometheus_clients() -> None:
+    # prometheus_client puts a NaN in no bucket (NaN <= bound is false for every bound)
+    # and adds it to the sum; bisect would put it in the first one.
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    their_rtt = Histogram("t_rtt_seconds", "h", ["leg"], registry=theirs, buckets=BUCKETS)
+    our_rtt = LeanHistogram("t_rtt_seconds", "h", ["leg"], ours, BUCKETS)
+    for histogram in (their_rtt, our_rtt):
+        for value in (float("nan"), -1.0, float("inf"), float("-inf"), 0.1):
+            histogram.labels("a").observe(value)
+    for sample in ("t_rtt_seconds_bucket", "t_rtt_seconds_count"):
+        for le in ("0.005", "+Inf"):
+            labels = {"leg": "a", "le": le} if sample.endswith("_bucket") else {"leg": "a"}
+            assert ours.get_sample_value(sample, labels) == theirs.get_sample_value(
+                sample, labels
+            ), (sample, le)
+    assert ours.get_sample_value("t_rtt_seconds_count", {"leg": "a"}) == 4.0
+
+
+async def test_a_series_renders_whole_while_observations_land_between_slices() -> None:
+    # The render lets the loop run between slices, and a histogram's 6 samples span
+    # several of them: each series must still be read at one moment (prometheus_client
+    # builds a child's samples at once), or its _sum counts an echo its _count does not.
+    registry = CollectorRegistry()
+    rtt = LeanHistogram("t_rtt_seconds", "h", ["leg"], registry, BUCKETS)
+    legs = [f"l{i}" for i in range(20)]
+    for leg in legs:
+        rtt.labels(leg)
+    rendering = True
+
+    async def echoes() -> None:
+        while rendering:
+            for leg in legs:
+                rtt.labels(leg).observe(1.0)  # so each series' _sum equals its _count
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(echoes())
+    await asyncio.sleep(0)
+    body = await exposition.render(registry, chunk_samples=2, slice_seconds=0)
+    rendering = False
+    await task
+    text = body.decode()
+    for leg in legs:
+        count = re.search(rf'^t_rtt_seconds_count\{{leg="{leg}"\}} (\S+)$', text, re.M)
+        total = re.search(rf'^t_rtt_seconds_sum\{{leg="{leg}"\}} (\S+)$', text, re.M)
+        assert count is not None and total is not None
+        assert float(count[1]) > 0
+        assert float(count[1]) == float(total[1]), leg

@@ -79,17 +79,22 @@ class HistogramChild:
         self.created = time.time()
 
     def observe(self, amount: float) -> None:
-        # The first bucket whose bound is at least the amount, as prometheus_client's.
-        self.counts[bisect.bisect_left(self.bounds, amount)] += 1.0
+        # The first bucket whose bound is at least the amount, as prometheus_client's;
+        # a NaN is at most no bound, so it counts in none (bisect would say the first).
+        if amount == amount:
+            self.counts[bisect.bisect_left(self.bounds, amount)] += 1.0
         self.sum += amount
 
     def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        # Read at once: the render lets the loop run between its slices, and an echo
+        # observed between this series' buckets and its sum would make them disagree.
+        counts, observed_sum = list(self.counts), self.sum
         total = 0.0
-        for le, count in zip(self.les, self.counts, strict=True):
+        for le, count in zip(self.les, counts, strict=True):
             total += count
             yield "_bucket", {"le": le}, total
         yield "_count", {}, total
-        yield "_sum", {}, self.sum
+        yield "_sum", {}, observed_sum
         if _created_enabled():
             yield "_created", {}, self.created
 
