@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+
 from t3probe.attribution import Policy, compute_verdict
 from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.legstate import RECENT_DROPS_PER_LEG, LegRecord
@@ -211,3 +215,27 @@ def test_a_cached_observation_is_always_what_a_fresh_one_would_be() -> None:
             fresh = copy.copy(record)
             fresh.invalidate()
             assert cached == fresh.observation(now, *windows), (connections, now)
+
+
+@pytest.mark.parametrize(
+    ("at", "window", "first", "then"),
+    [
+        # at + window rounds down: the failure still counts just past it (now - at is
+        # exactly the window), and must stop counting later on.
+        (0.2857135293419564, 30.0, 30.285713529341958, 100.0),
+        # at + window rounds up: at that very time now - at is past the window already.
+        (8141.577, 60.0, 8142.0, 8141.577 + 60.0),
+    ],
+)
+def test_a_cached_observation_ages_out_exactly_when_a_fresh_one_does(
+    at: float, window: float, first: float, then: float
+) -> None:
+    # The cache's expiry is computed as at + window, the count as now - at <= window:
+    # one rounding apart, and a failure must age out of both at the same instant.
+    record = LegRecord("ws", ("lb",))
+    record.mark_down(Reason.RESET, 1.0, at - 1.0)
+    record.mark_up(2.0, at)  # back from a path outage: counted for the window after
+    record.observation(first, window)
+    fresh = copy.copy(record)
+    fresh.invalidate()
+    assert record.observation(then, window) == fresh.observation(then, window)

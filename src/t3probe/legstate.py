@@ -192,15 +192,17 @@ class LegRecord:
 
     def _valid_until(self, now: float, window: float, flap_window: float) -> float:
         """When a connection's failure next ages out of a window (its counts change)."""
-        ends = [
-            at + span
-            for c in self.connections
-            if (at := c.last_path_failure_at) is not None
-            for span in (window, flap_window)
-            if at + span >= now
-        ]
-        # "now - at <= window" still holds at the end itself: valid until just past it.
-        return math.nextafter(min(ends), math.inf) if ends else math.inf
+        return min(
+            (
+                _ages_out(at, span)
+                for c in self.connections
+                if (at := c.last_path_failure_at) is not None
+                for span in (window, flap_window)
+                # The very test _failed makes: one that no longer counts never will again.
+                if now - at <= span
+            ),
+            default=math.inf,
+        )
 
     def _observe(self, now: float, window: float, flap_window: float) -> LegObservation:
         conns = self.connections
@@ -242,3 +244,19 @@ def _failed(conn: ConnectionRecord, now: float, window: float) -> bool:
     return (conn.state == "down" and conn.reason not in NON_PATH_REASONS) or (
         conn.last_path_failure_at is not None and now - conn.last_path_failure_at <= window
     )
+
+
+def _ages_out(at: float, span: float) -> float:
+    """The first time ``t`` at which ``t - at <= span`` (as _failed computes it) is false.
+
+    ``at + span`` is one rounding away from it either way: a cache valid until then would
+    keep counting a failure a fresh observation no longer counts, or (rounded down) drop
+    it from the expiry while it still counts, and keep counting it for good."""
+    end = at + span
+    if math.isinf(end):
+        return end
+    while end - at <= span:
+        end = math.nextafter(end, math.inf)
+    while (earlier := math.nextafter(end, -math.inf)) - at > span:
+        end = earlier
+    return end
