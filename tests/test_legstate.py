@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import copy
+import math
+import random
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from t3probe.attribution import Policy, compute_verdict
+from t3probe.config import ProbeConfig, build_config
 from t3probe.degradation import DegradationPolicy, RttTracker
 from t3probe.legstate import RECENT_DROPS_PER_LEG, LegRecord
-from t3probe.reasons import Reason
+from t3probe.metrics import ProbeMetrics
+from t3probe.reasons import Classified, Reason
+from t3probe.recorder import Recorder
+from tests.support.fakes import FakeClock
 
 
 def test_repeated_up_reports_are_one_transition() -> None:
@@ -239,3 +246,82 @@ def test_a_cached_observation_ages_out_exactly_when_a_fresh_one_does(
     fresh = copy.copy(record)
     fresh.invalidate()
     assert record.observation(then, window) == fresh.observation(then, window)
+
+
+def _recorder_config(window: float, flap_window: float, ratio: float) -> ProbeConfig:
+    return build_config(
+        {
+            "listen": "127.0.0.1:0",
+            "heartbeat_seconds": 1.0,
+            "watchdog_seconds": 2.0,
+            "attribution_window_seconds": window,
+            "flap_window_seconds": flap_window,
+            "degraded_rtt_ratio": ratio,
+            "legs": [
+                {
+                    "name": f"ws{count}",
+                    "kind": "websocket",
+                    "url": "ws://127.0.0.1:1/ws",
+                    "segments": ["lb"],
+                    "connections": count,
+                }
+                for count in (1, 3)
+            ],
+        }
+    )
+
+
+def test_a_cached_observation_is_what_a_fresh_one_would_be_through_the_recorder() -> None:
+    # The recorder changes what an observation reads outside LegRecord's own methods
+    # (slowness and loss, a new connection, a reload's windows and rules): random
+    # histories of all of it, at times that land on the windows' very ends.
+    rng = random.Random(11)
+    clock = FakeClock()
+    clock.now = 0.25  # a monotonic clock soon after boot: times below the windows
+    configs = [_recorder_config(*args) for args in ((5.0, 15.0, 3.0), (3.0, 0.0, 1.5))]
+    config = configs[0]
+    recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), clock, lambda _: None)
+    reasons = [Reason.RESET, Reason.RTT_TIMEOUT, Reason.DNS_FAILED]
+    for _ in range(3000):
+        clock.advance(rng.choice((0.0, 0.01, 0.3, 1.0, 2.9)))
+        leg = rng.choice(("ws1", "ws3"))
+        connection = rng.randrange(1 if leg == "ws1" else 3)
+        action = rng.randrange(7)
+        if action == 0:
+            recorder.leg_up(leg, connection=connection)
+        elif action == 1:
+            failure = Classified(rng.choice(reasons), "x")
+            recorder.leg_down(leg, failure, 1.0, connection=connection)
+        elif action in (2, 3):
+            recorder.observe_rtt(leg, rng.choice((0.01, 0.01, 0.5)), connection)
+        elif action == 4:
+            recorder.heartbeats_lost(leg, rng.randrange(1, 4))
+        elif action == 5 and rng.random() < 0.05:
+            config = rng.choice(configs)
+            recorder.reconfigure(config, (), ())
+        elif action == 6:
+            # To the exact end of a window of a failure: where a rounding would show.
+            ends = [
+                at + span
+                for record in recorder._legs.values()
+                for c in record.connections
+                if (at := c.last_path_failure_at) is not None
+                for span in (config.attribution_window_seconds, config.effective_flap_window)
+                if at + span > clock.now
+            ]
+            if ends:
+                # Or just past it: either side of a rounding.
+                clock.now = min(ends)
+                if rng.random() < 0.5:
+                    clock.now = math.nextafter(clock.now, math.inf)
+        cached = recorder.observations()
+        fresh = []
+        for record in recorder._legs.values():
+            copied = copy.copy(record)
+            copied.invalidate()
+            fresh.append(
+                copied.observation(
+                    clock.now, config.attribution_window_seconds, config.effective_flap_window
+                )
+            )
+        assert cached == fresh, clock.now
