@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
-from t3probe.attribution import LegObservation, LegStatus, Policy, Verdict, compute_verdict
+from t3probe import attribution
+from t3probe.attribution import (
+    LegObservation,
+    LegStatus,
+    LinkState,
+    Policy,
+    Verdict,
+    compute_verdict,
+    leg_status,
+)
 from t3probe.reasons import Reason
 from tests.support.reference import SEGMENTS
 
@@ -640,3 +650,75 @@ def test_the_blast_radius_counts_only_connections_that_measured_the_segment() ->
     verdict = compute_verdict(legs, NOW, WINDOW)
     assert verdict.suspects == ("traefik", "dispatch")
     assert verdict.blast_radius == {"traefik": 0.4, "dispatch": 0.4}
+
+
+def _leg_status_before_the_fast_path(leg: LegObservation, now: float, policy: Policy) -> LegStatus:
+    # leg_status as it was before its fast path (6d4441e^): the oracle it must agree with.
+    recent = [reason for at, reason in leg.recent_drops if now - at <= policy.window]
+    if attribution._stalled(leg, now, policy):
+        return LegStatus.STALLED
+    if leg.state == "down" and attribution._is_path(leg.reason):
+        return LegStatus.FAILING
+    if any(attribution._is_path(reason) for reason in recent):
+        return LegStatus.FAILING
+    if (
+        leg.state == "up"
+        and attribution._is_path(leg.recovered_from)
+        and leg.up_since is not None
+        and now - leg.up_since <= policy.window
+    ):
+        return LegStatus.FAILING
+    if policy.flap_window > 0:
+        flaps = [
+            at
+            for at, reason in leg.recent_drops
+            if now - at <= policy.flap_window and attribution._is_path(reason)
+        ]
+        if len(flaps) >= policy.flap_drops and leg.state != "unknown":
+            return LegStatus.FLAPPING
+    if leg.state == "down":
+        return LegStatus.UNMEASURED
+    if leg.state == "unknown":
+        return LegStatus.UNKNOWN
+    recently_slow = leg.slow_at is not None and now - leg.slow_at <= policy.window
+    return LegStatus.DEGRADED if leg.degraded or recently_slow else LegStatus.HEALTHY
+
+
+def test_leg_status_with_its_fast_path_is_the_status_it_was_without() -> None:
+    rng = random.Random(18)
+    reasons = [Reason.RESET, Reason.PROBE_STALL, Reason.DNS_FAILED, Reason.RTT_TIMEOUT]
+    states: list[LinkState] = ["up", "up", "down", "unknown"]
+    now = 1000.0
+
+    def at() -> float | None:
+        return rng.choice((None, now - 100.0, now - 20.0, now - 5.0, now))
+
+    checked = 0
+    for _ in range(20_000):
+        state = rng.choice(states)
+        drops = tuple(
+            (now - rng.choice((0.0, 5.0, 20.0, 50.0, 100.0)), rng.choice(reasons))
+            for _ in range(rng.choice((0, 0, 1, 3)))
+        )
+        leg = LegObservation(
+            "ws",
+            ("lb",),
+            state,
+            rng.choice((None, *reasons)),
+            tuple(sorted(drops, key=lambda drop: drop[0])),
+            up_since=at(),
+            recovered_from=rng.choice((None, None, *reasons)),
+            last_failure_at=at(),
+            last_success_at=at(),
+            degraded=rng.random() < 0.3,
+            slow_at=at(),
+        )
+        policy = Policy(
+            window=rng.choice((5.0, 20.0)),
+            flap_window=rng.choice((0.0, 20.0, 60.0)),
+            flap_drops=rng.choice((1, 2, 3)),
+        )
+        status = leg_status(leg, now, policy)
+        assert status == _leg_status_before_the_fast_path(leg, now, policy), (leg, policy)
+        checked += status is LegStatus.HEALTHY
+    assert checked > 1000  # the fast path's own case came up, not only the others
