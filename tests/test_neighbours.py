@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from t3probe.events import LegEvent
 from t3probe.neighbours import Neighbours, Wait
 
@@ -52,3 +54,29 @@ async def test_a_recovery_announced_while_a_leg_was_failing_is_not_missed() -> N
     neighbours.on_event(LegEvent("cloudflare", "up", None, 0.0))
     later = time.monotonic()
     assert not await neighbours.wait("cloudflare", Wait.REDIAL, 0.05, since=later)
+
+
+async def test_waits_ended_by_timer_news_or_cancellation_leave_nothing_behind() -> None:
+    # Every heartbeat of every leg waits here: a registration or a timer left behind per
+    # wait would grow without bound.
+    neighbours = Neighbours(SEGMENTS, time.monotonic)
+    for _ in range(50):
+        assert await neighbours.wait("internal", Wait.RECHECK, 0) is False
+        assert await neighbours.wait("internal", Wait.RECHECK, -1) is False
+        woken = asyncio.create_task(neighbours.wait("internal", Wait.RECHECK, 30))
+        cancelled = asyncio.create_task(neighbours.wait("t3serve", Wait.REDIAL, 30, connection=1))
+        await asyncio.sleep(0)
+        neighbours.on_event(LegEvent("cloudflare", "down", None, 0.0))
+        cancelled.cancel()
+        async with asyncio.timeout(1):
+            assert await woken is True
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+    assert neighbours._wake == {}
+    assert neighbours._waiting == {kind: {} for kind in Wait}
+    # No timer of theirs is left to fire 30 s on (each would keep its future alive).
+    loop = asyncio.get_running_loop()
+    scheduled = getattr(loop, "_scheduled", None)  # asyncio's own loop: tests run on it
+    assert scheduled is not None
+    pending = [h for h in scheduled if not h.cancelled()]
+    assert all("_settle" not in repr(h) for h in pending), pending
