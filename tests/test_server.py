@@ -203,3 +203,35 @@ async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None
     assert answers == [(200, None, "exposition\n")] * 2
     assert again == (200, None, "exposition\n")
     assert gate.active == 0
+
+
+async def test_event_readers_beyond_the_bound_are_refused_at_once() -> None:
+    config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
+    recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
+
+    async def render() -> bytes:
+        return b""
+
+    readers = ScrapeGate(1)
+    app = make_app(recorder, render, lambda: True, lambda: True, events_gate=readers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site.port}/events"
+    try:
+        async with aiohttp.ClientSession() as client:
+            assert readers.try_enter()  # a reader still being sent its page
+            async with client.get(url) as response:
+                refused = (response.status, response.headers.get("Retry-After"))
+            readers.leave()
+            async with client.get(url) as response:
+                served = (response.status, await response.json())
+            async with client.get(f"{url}?limit=0") as response:
+                bad = response.status
+    finally:
+        await runner.cleanup()
+    assert refused[0] == 503 and refused[1] is not None and int(refused[1]) >= 1
+    assert served == (200, {"events": [], "more": False})
+    assert bad == 400
+    assert readers.active == 0  # every slot given back, the refused and the bad included

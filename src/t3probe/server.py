@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,6 +25,9 @@ SCRAPE_RETRY_AFTER_SECONDS = 1
 RENDER_MAX_AGE_SECONDS = 1.0
 # One /events answer carries at most this many events; the rest are paged with after_id=.
 EVENTS_PAGE_MAX = 1000
+# Readers of /events answered at once (a page is up to a few hundred KB): a storm of them
+# sending at once delayed heartbeats as a storm of scrapes did (docs/benchmarks.md, §6).
+MAX_CONCURRENT_EVENT_READERS = 8
 # What a browser pointed at the probe's port sees first: where everything is.
 INDEX_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>t3probe</title></head><body>
@@ -110,9 +113,11 @@ def make_app(
     ready: Callable[[], bool],
     reload: Callable[[], Awaitable[ReloadResult]] | None = None,
     scrape_gate: ScrapeGate | None = None,
+    events_gate: ScrapeGate | None = None,
 ) -> web.Application:
     shared_render = SharedRender(registry_exposition)
     gate = scrape_gate if scrape_gate is not None else ScrapeGate(MAX_CONCURRENT_SCRAPES)
+    readers = events_gate if events_gate is not None else ScrapeGate(MAX_CONCURRENT_EVENT_READERS)
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=INDEX_HTML, content_type="text/html")
@@ -147,32 +152,21 @@ def make_app(
             return web.Response(text="ready\n")
         return web.Response(status=503, text="starting\n")
 
-    async def events(request: web.Request) -> web.Response:
-        query = request.query
-        limit_text = query.get("limit", str(EVENTS_PAGE_MAX))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= EVENTS_PAGE_MAX:
-            return _bad_request(f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}")
-        limit = int(limit_text)
-        if "since" in query and "after_id" in query:
-            return _bad_request("give since= or after_id=, not both")
-        log = recorder.events
-        if "after_id" in query:
-            # The cursor: ids are unique, so events sharing a millisecond are never lost.
-            after_text = query["after_id"]
-            if not after_text.isdigit() or len(after_text) > 18:
-                return _bad_request(f"after_id={after_text!r} is not an event id (0 or more)")
-            page, more = log.after(int(after_text), limit)
-        elif "since" in query:
-            try:
-                since = float(query["since"])
-            except ValueError:
-                return _bad_request(f"since={query['since']!r} is not a unix timestamp")
-            page, more = log.after_time(since, limit)
-        else:
-            # "What happened lately": the newest page.
-            page, more = log.newest(limit), False
-        # Joined from each event's JSON, made when it was recorded: no encoding here.
-        return web.Response(body=log.page_body(page, more), content_type="application/json")
+    async def events(request: web.Request) -> web.StreamResponse:
+        if not readers.try_enter():
+            return web.Response(
+                status=503,
+                text="too many concurrent /events readers; retry\n",
+                headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
+            )
+        try:
+            response = _events_page(recorder, request.query)
+            # Sent here, so the slot is held until the page is out.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            readers.leave()
 
     async def verdict(request: web.Request) -> web.Response:
         return web.json_response(recorder.verdict_json())
@@ -194,6 +188,33 @@ def make_app(
     app.router.add_get("/events", events)
     app.router.add_get("/verdict", verdict)
     return app
+
+
+def _events_page(recorder: Recorder, query: Mapping[str, str]) -> web.Response:
+    limit_text = query.get("limit", str(EVENTS_PAGE_MAX))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= EVENTS_PAGE_MAX:
+        return _bad_request(f"limit={limit_text!r} must be a whole number 1..{EVENTS_PAGE_MAX}")
+    limit = int(limit_text)
+    if "since" in query and "after_id" in query:
+        return _bad_request("give since= or after_id=, not both")
+    log = recorder.events
+    if "after_id" in query:
+        # The cursor: ids are unique, so events sharing a millisecond are never lost.
+        after_text = query["after_id"]
+        if not after_text.isdigit() or len(after_text) > 18:
+            return _bad_request(f"after_id={after_text!r} is not an event id (0 or more)")
+        page, more = log.after(int(after_text), limit)
+    elif "since" in query:
+        try:
+            since = float(query["since"])
+        except ValueError:
+            return _bad_request(f"since={query['since']!r} is not a unix timestamp")
+        page, more = log.after_time(since, limit)
+    else:
+        # "What happened lately": the newest page.
+        page, more = log.newest(limit), False
+    # Joined from each event's JSON, made when it was recorded: no encoding here.
+    return web.Response(body=log.page_body(page, more), content_type="application/json")
 
 
 def _bad_request(message: str) -> web.Response:
