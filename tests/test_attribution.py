@@ -722,3 +722,8 @@ def test_leg_status_with_its_fast_path_is_the_status_it_was_without() -> None:
         assert status == _leg_status_before_the_fast_path(leg, now, policy), (leg, policy)
         checked += status is LegStatus.HEALTHY
     assert checked > 1000  # the fast path's own case came up, not only the others
+
+
+def test_a_policy_needs_at_least_one_drop_to_flap() -> None:
+    with pytest.raises(ValueError, match="flap_drops must be at least 1, got 0"):
+        Policy(window=20.0, flap_window=60.0, flap_drops=0)

@@ -78,6 +78,12 @@ class Policy:
     flap_window: float = 0.0
     flap_drops: int = DEFAULT_FLAP_DROPS
 
+    def __post_init__(self) -> None:
+        # Fewer than one drop would make every leg that is up "flapping" (and leg_status's
+        # fast path would disagree); the config already asks for at least 2.
+        if self.flap_drops < 1:
+            raise ValueError(f"flap_drops must be at least 1, got {self.flap_drops}")
+
 
 @dataclass(frozen=True)
 class LegObservation:
