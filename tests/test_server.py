@@ -163,6 +163,14 @@ def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
     assert body["more"] is False
 
 
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site.port
+
+
 async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None:
     config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
     recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
@@ -174,11 +182,8 @@ async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None
 
     gate = ScrapeGate(2)
     app = make_app(recorder, slow_render, lambda: True, lambda: True, scrape_gate=gate)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site.port}/metrics"
+    runner, port = await _serve(app)
+    url = f"http://127.0.0.1:{port}/metrics"
     try:
         async with aiohttp.ClientSession() as client:
 
@@ -214,11 +219,8 @@ async def test_event_readers_beyond_the_bound_are_refused_at_once() -> None:
 
     readers = ScrapeGate(1)
     app = make_app(recorder, render, lambda: True, lambda: True, events_gate=readers)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site.port}/events"
+    runner, port = await _serve(app)
+    url = f"http://127.0.0.1:{port}/events"
     try:
         async with aiohttp.ClientSession() as client:
             assert readers.try_enter()  # a reader still being sent its page

@@ -124,11 +124,7 @@ def make_app(
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         if not gate.try_enter():
-            return web.Response(
-                status=503,
-                text="too many concurrent scrapes; retry\n",
-                headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
-            )
+            return _busy("too many concurrent scrapes; retry")
         try:
             # Rendering thousands of series takes a while: it runs in slices, and is shared.
             body = await shared_render()
@@ -154,11 +150,7 @@ def make_app(
 
     async def events(request: web.Request) -> web.StreamResponse:
         if not readers.try_enter():
-            return web.Response(
-                status=503,
-                text="too many concurrent /events readers; retry\n",
-                headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)},
-            )
+            return _busy("too many concurrent /events readers; retry")
         try:
             response = _events_page(recorder, request.query)
             # Sent here, so the slot is held until the page is out.
@@ -215,6 +207,12 @@ def _events_page(recorder: Recorder, query: Mapping[str, str]) -> web.Response:
         page, more = log.newest(limit), False
     # Joined from each event's JSON, made when it was recorded: no encoding here.
     return web.Response(body=log.page_body(page, more), content_type="application/json")
+
+
+def _busy(message: str) -> web.Response:
+    return web.Response(
+        status=503, text=message + "\n", headers={"Retry-After": str(SCRAPE_RETRY_AFTER_SECONDS)}
+    )
 
 
 def _bad_request(message: str) -> web.Response:
