@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -656,3 +657,23 @@ def test_frame_meter_charges_each_frame_in_any_chunking(chunk: int, budget: int)
         assert parser.received.startswith(paid)
         assert RATE_EXCEEDED_MARKER in parser.received[len(paid) :]
         assert len(parser.received) < len(paid) + 64
+
+
+async def test_clients_gone_during_the_upgrade_leave_no_traceback(
+    echo: EchoServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    for _ in range(20):
+        # The upgrade request, then a RST before the 101 can be read: routine on a public
+        # endpoint, and each used to log aiohttp's "Call .prepare() first" traceback.
+        _, writer = await asyncio.open_connection(HOST, echo.port)
+        writer.write(upgrade_request(echo.port))
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    await eventually(lambda: echo.connection_count == 0, within=2.0)
+    await asyncio.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    async with session.ws_connect(url(echo)) as ws:
+        await ws.send_str("still here")
+        assert await ws.receive_str(timeout=2) == "still here"

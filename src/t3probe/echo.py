@@ -255,10 +255,17 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
             max_msg_size=limits.max_frame_bytes + 1,
         )
         ws.headers[ECHO_HEADER] = "1"
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:
+            # Gone during the upgrade. Returned, the half-made WebSocket would have aiohttp
+            # finish it and log a traceback per such client (a flood of them, a flood of
+            # tracebacks); a plain answer has nowhere to go and ends quietly.
+            return web.Response(status=400, text="connection lost during the upgrade")
+        # Only an upgraded WebSocket can be closed by close_all (a dispatch restart).
         conn = _Conn(ws)
         state.conns.add(conn)
         try:
-            await ws.prepare(request)
             await _echo(ws, state, frame_meter_of(request))
         except ConnectionResetError:
             # The client vanished mid-reply: routine on a public endpoint, not worth a traceback.
