@@ -12,7 +12,14 @@ import pytest
 from aiohttp import web
 
 from tests.support.env import TIME_UNIT
-from tests.support.harness import eventually, leg, probe_config, rst, running_probe
+from tests.support.harness import (
+    eventually,
+    leg,
+    probe_config,
+    rst,
+    running_probe,
+    serve_app,
+)
 
 
 class SharedEcho:
@@ -49,11 +56,7 @@ class SharedEcho:
     async def start(self) -> SharedEcho:
         app = web.Application()
         app.router.add_get("/probe/ws", self._echo)
-        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site.port
+        self.runner, self.port = await serve_app(app)
         return self
 
 

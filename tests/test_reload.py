@@ -30,7 +30,7 @@ from t3probe.reloadplan import (
     plan_reload,
 )
 from tests.support.env import TIME_UNIT
-from tests.support.harness import RunningProbe, eventually, free_port, leg, probe_config
+from tests.support.harness import RunningProbe, eventually, free_port, leg, probe_config, serve_app
 
 SETTLE_SECONDS = 0.6 * TIME_UNIT  # three heartbeats: long enough for a reconnect to show
 
@@ -58,11 +58,7 @@ class CountingEcho:
     async def start(self) -> CountingEcho:
         app = web.Application()
         app.router.add_get("/ws/{name}", self._echo)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site.port
+        self._runner, self.port = await serve_app(app)
         return self
 
     async def stop(self) -> None:

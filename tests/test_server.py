@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from t3probe.clock import SystemClock
@@ -16,7 +15,15 @@ from t3probe.events import EventLog, LegEvent
 from t3probe.metrics import ProbeMetrics
 from t3probe.recorder import Recorder
 from t3probe.server import EVENTS_PAGE_MAX, ScrapeGate, SharedRender, make_app
-from tests.support.harness import Peer, eventually, free_port, leg, probe_config, running_probe
+from tests.support.harness import (
+    Peer,
+    eventually,
+    free_port,
+    leg,
+    probe_config,
+    running_probe,
+    serve_app,
+)
 
 
 async def test_concurrent_scrapes_share_one_render() -> None:
@@ -163,17 +170,13 @@ def test_event_ids_survive_a_resize_and_the_ring_wrapping() -> None:
     assert body["more"] is False
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site.port
+def _one_leg_recorder() -> Recorder:
+    config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
+    return Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
 
 
 async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None:
-    config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
-    recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
+    recorder = _one_leg_recorder()
     release = asyncio.Event()
 
     async def slow_render() -> bytes:
@@ -182,7 +185,7 @@ async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None
 
     gate = ScrapeGate(2)
     app = make_app(recorder, slow_render, lambda: True, lambda: True, scrape_gate=gate)
-    runner, port = await _serve(app)
+    runner, port = await serve_app(app)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         async with aiohttp.ClientSession() as client:
@@ -211,15 +214,14 @@ async def test_concurrent_scrapes_beyond_the_bound_are_refused_at_once() -> None
 
 
 async def test_event_readers_beyond_the_bound_are_refused_at_once() -> None:
-    config = probe_config([leg("ws", "ws://127.0.0.1:1/probe/ws")])
-    recorder = Recorder(config, ProbeMetrics(CollectorRegistry(), config), SystemClock(), print)
+    recorder = _one_leg_recorder()
 
     async def render() -> bytes:
         return b""
 
     readers = ScrapeGate(1)
     app = make_app(recorder, render, lambda: True, lambda: True, events_gate=readers)
-    runner, port = await _serve(app)
+    runner, port = await serve_app(app)
     url = f"http://127.0.0.1:{port}/events"
     try:
         async with aiohttp.ClientSession() as client:

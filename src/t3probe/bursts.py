@@ -28,8 +28,9 @@ class Burst:
 
     @property
     def reason(self) -> Reason:
-        """The most common reason (the first seen among equals)."""
-        return max(self.reasons, key=lambda pair: pair[1])[0]
+        """The most common reason (the first seen among equals): ``reasons`` is in that
+        order."""
+        return self.reasons[0][0]
 
     def detail(self) -> str:
         counts = ", ".join(f"{reason.value} x{count}" for reason, count in self.reasons)

@@ -48,10 +48,9 @@ class Neighbours:
         self._segments[leg] = tuple(segments)
 
     def remove(self, leg: str) -> None:
-        """Forget a leg a reload retired (its tasks have ended, so it waits no more)."""
+        """Forget a leg a reload retired (its tasks have ended, so it waits no more: each
+        wait removes its own registration)."""
         self._segments.pop(leg, None)
-        for waiter in [waiter for waiter in self._wake if waiter[0] == leg]:
-            del self._wake[waiter]
 
     async def wait(
         self,

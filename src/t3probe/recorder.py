@@ -88,7 +88,6 @@ class Recorder:
         for leg in config.legs:
             # A kept leg keeps its baseline; only the rule it is judged by may change.
             self._legs[leg.name].rtts.policy = config.degradation_policy(leg)
-            self._legs[leg.name].invalidate()
         self._segments = tuple(config.segments)
         self.events.resize(config.event_buffer_size)
         self._verdict_stale = True  # other legs, other segments: a clean verdict may not hold
@@ -270,7 +269,6 @@ class Recorder:
         degraded = record.rtts.degraded
         # Slow until this moment: the window of its memory starts now, either way.
         record.last_slow_at = self._clock.monotonic()
-        record.invalidate()
         # A round trip changed the verdict's inputs: a clean verdict is not reused.
         self._verdict_stale = True
         if record.state != "up":

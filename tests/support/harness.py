@@ -51,6 +51,15 @@ async def raw_tcp_server(handler: StreamHandler) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """``app`` on a free 127.0.0.1 port: its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site.port
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now: for a server started later, or a refusal."""
     with socket.socket() as sock:
